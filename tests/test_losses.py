@@ -1,0 +1,480 @@
+"""Tests of mltm_jax.losses.{ot, mltm, baselines} against POT and PyTorch.
+
+References are independent: POT (float64 numpy, and its torch backend for
+autograd through its own solvers), hand-written PyTorch losses, and
+hand-computed cases. ``eps`` is passed as a traced argument to ``jax.jit`` so
+one compilation per shape serves every ``eps``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import ot
+import pytest
+import torch
+
+from mltm_jax.losses import baselines
+from mltm_jax.losses import ot as ot_lib
+from mltm_jax.losses.mltm import mltm_loss
+
+warnings.filterwarnings("ignore", message=".*did not converge.*")
+torch.set_default_dtype(torch.float64)
+torch.set_num_threads(1)  # small tensors; avoids oversubscribing the CPU
+
+# Converged settings used against POT (the loop stops on the L1 marginal
+# error, measured every 10 iterations). Configurations are shared between
+# tests where possible: each (variant, options, shape) compiles once.
+TIGHT = dict(threshold=1e-6, max_iterations=5000)
+PARTIAL_ITERS = 4000
+
+
+def _cost(b: int, kind: str, seed: int) -> np.ndarray:
+  """float64 [b, b] cost in [0, 2]: uniform noise or noisy-pair distances."""
+  rng = np.random.default_rng(seed)
+  if kind == "uniform":
+    return 2.0 * rng.random((b, b))
+  u = rng.normal(size=(b, 16))
+  v = u + rng.normal(size=(b, 16))
+  return np.sqrt(((u[:, None] - v[None]) ** 2).sum(-1))
+
+
+def _diag_loss_np(plan: np.ndarray) -> float:
+  return float(-np.mean(np.log(np.diag(plan))))
+
+
+@functools.lru_cache(maxsize=None)
+def _loss_fn(variant: str, **kw):
+  """jit(value_and_grad) of mltm_loss wrt the cost; eps is traced."""
+
+  def loss(cost, eps):
+    return mltm_loss(cost, eps=eps, variant=variant, **kw)
+
+  return jax.jit(jax.value_and_grad(loss, has_aux=True))
+
+
+def _run(variant: str, cost: np.ndarray, eps: float, **kw):
+  (loss, aux), grad = _loss_fn(variant, **kw)(jnp.asarray(cost, jnp.float32), jnp.float32(eps))
+  return float(loss), aux, np.asarray(grad, np.float64)
+
+
+# ----------------------------------------------------------------------------
+# Losses against POT (float64).
+# ----------------------------------------------------------------------------
+
+_BALANCED_SOLVERS = {
+  "native_auto": dict(**TIGHT),
+  "native_log": dict(domain="log", **TIGHT),
+  "ott_unroll": dict(solver="ott", **TIGHT),
+}
+_BALANCED_CASES = [
+  ("native_auto", 8),
+  ("native_auto", 64),
+  ("native_log", 8),
+  ("native_log", 64),
+  ("ott_unroll", 8),
+]
+
+
+@pytest.mark.parametrize("solver,b", _BALANCED_CASES)
+def test_balanced_loss_matches_pot(solver, b):
+  for kind in ("uniform", "pairs"):
+    for eps in (0.05, 0.1):
+      cost = _cost(b, kind, seed=b)
+      c = cost / cost.max()
+      a = np.full(b, 1.0 / b)
+      plan = ot.sinkhorn(a, a, c, eps, method="sinkhorn_log", numItermax=20000, stopThr=1e-12)
+      loss, aux, _ = _run("balanced", cost, eps, **_BALANCED_SOLVERS[solver])
+      assert bool(aux["ot_converged"]), (kind, eps, int(aux["ot_iterations"]))
+      assert abs(loss - _diag_loss_np(plan)) <= 1e-5, (kind, eps)
+
+
+@pytest.mark.parametrize("mass,domain", [(0.95, "auto"), (0.6, "auto"), (0.95, "log")])
+@pytest.mark.parametrize("b", [8, 64])
+def test_partial_loss_matches_pot(mass, domain, b):
+  for kind in ("uniform", "pairs"):
+    for eps in (0.05, 0.1):
+      cost = _cost(b, kind, seed=b + 1)
+      c = cost / cost.max()
+      a = np.full(b, 1.0 / b)
+      plan = ot.partial.entropic_partial_wasserstein(
+        a, a, c, reg=eps, m=mass, numItermax=20000, stopThr=1e-14
+      )
+      loss, aux, _ = _run(
+        "partial", cost, eps, mass=mass, domain=domain, num_iterations=PARTIAL_ITERS
+      )
+      assert abs(loss - _diag_loss_np(plan)) <= 1e-5, (kind, eps)
+      assert abs(float(aux["diag_mass"]) - np.trace(plan)) <= 1e-5
+
+
+@pytest.mark.parametrize("tau", [0.5, 0.9])
+@pytest.mark.parametrize("b", [8, 64])
+def test_unbalanced_loss_matches_pot(tau, b):
+  """tau = reg_m / (reg_m + eps) with POT's reg_type='entropy'."""
+  for kind in ("uniform", "pairs"):
+    for eps in (0.05, 0.1):
+      cost = _cost(b, kind, seed=b + 2)
+      c = cost / cost.max()
+      a = np.full(b, 1.0 / b)
+      reg_m = eps * tau / (1.0 - tau)
+      with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plan = ot.unbalanced.sinkhorn_unbalanced(
+          a, a, c, eps, reg_m, reg_type="entropy", numItermax=100000, stopThr=1e-13
+        )
+      loss, _, _ = _run("unbalanced", cost, eps, tau=tau, **TIGHT)
+      assert abs(loss - _diag_loss_np(plan)) <= 1e-5, (kind, eps)
+
+
+# ----------------------------------------------------------------------------
+# Gradients against torch autograd.
+# ----------------------------------------------------------------------------
+
+
+def _torch_balanced_loss(cost: torch.Tensor, eps: float, iters: int):
+  """POT's log-domain Sinkhorn (torch backend), exactly ``iters`` iterations."""
+  b = cost.shape[0]
+  a = torch.full((b,), 1.0 / b)
+  c = cost / cost.max()
+  plan = ot.sinkhorn(a, a, c, eps, method="sinkhorn_log", numItermax=iters, stopThr=-1.0)
+  return -torch.log(torch.diagonal(plan)).mean()
+
+
+def _torch_grad(fn, cost: np.ndarray) -> np.ndarray:
+  x = torch.tensor(cost, requires_grad=True)
+  fn(x).backward()
+  return x.grad.numpy()
+
+
+def _assert_close_grad(grad, ref, rel=1e-4):
+  scale = np.max(np.abs(ref))
+  assert np.all(np.isfinite(grad))
+  assert np.max(np.abs(grad - ref)) <= rel * scale, (np.max(np.abs(grad - ref)), scale)
+
+
+@pytest.mark.parametrize("solver,b", _BALANCED_CASES)
+def test_balanced_grad_matches_torch_same_iterations(solver, b):
+  """Unrolled gradient == autograd through POT's iterations (same count)."""
+  for kind, eps in (("pairs", 0.05), ("uniform", 0.1)):
+    cost = _cost(b, kind, seed=3 * b)
+    loss, aux, grad = _run("balanced", cost, eps, **_BALANCED_SOLVERS[solver])
+    iters = int(aux["ot_iterations"])
+    ref_loss = _torch_balanced_loss(torch.tensor(cost), eps, iters).item()
+    assert abs(loss - ref_loss) <= 1e-5
+    ref = _torch_grad(lambda x: _torch_balanced_loss(x, eps, iters), cost)
+    _assert_close_grad(grad, ref)
+
+
+def test_balanced_grad_converged_matches_torch_many_iterations():
+  for b, kind, eps in ((8, "uniform", 0.05), (64, "pairs", 0.1)):
+    cost = _cost(b, kind, seed=5 * b)
+    _, aux, grad = _run("balanced", cost, eps, **TIGHT)
+    assert int(aux["ot_iterations"]) < 3000
+    ref = _torch_grad(lambda x: _torch_balanced_loss(x, eps, 3000), cost)
+    _assert_close_grad(grad, ref)
+
+
+def test_partial_grad_matches_torch_same_iterations():
+  """Autograd through POT's own partial solver (torch backend), 200 cycles."""
+  b, mass = 64, 0.95
+
+  def ref_loss(x, eps):
+    a = torch.full((b,), 1.0 / b)
+    plan = ot.partial.entropic_partial_wasserstein(
+      a, a, x / x.max(), reg=eps, m=mass, numItermax=200, stopThr=-1.0
+    )
+    return -torch.log(torch.diagonal(plan)).mean()
+
+  for kind, eps in (("pairs", 0.05), ("uniform", 0.1)):
+    cost = _cost(b, kind, seed=7 * b)
+    ref = _torch_grad(lambda x: ref_loss(x, eps), cost)
+    ref_value = ref_loss(torch.tensor(cost), eps).item()
+    for domain in ("auto", "log"):
+      loss, aux, grad = _run("partial", cost, eps, mass=mass, domain=domain)
+      assert int(aux["ot_iterations"]) == 200  # the default
+      assert abs(loss - ref_value) <= 1e-5
+      _assert_close_grad(grad, ref)
+
+
+def test_unbalanced_grad_matches_torch_same_iterations():
+  """A torch kernel-domain unbalanced Sinkhorn written here, same count."""
+  tau, eps, b = 0.5, 0.05, 8
+  cost = _cost(b, "pairs", seed=11)
+
+  def ref_loss(x, iters):
+    c = x / x.max()
+    k = torch.exp(-c / eps)
+    u = torch.ones(b)
+    for _ in range(iters):
+      v = ((1.0 / b) / (k.T @ u)) ** tau
+      u = ((1.0 / b) / (k @ v)) ** tau
+    return -(torch.log(u) + torch.log(v) - torch.diagonal(c) / eps).mean()
+
+  for domain in ("auto", "log"):
+    loss, aux, grad = _run("unbalanced", cost, eps, tau=tau, domain=domain, **TIGHT)
+    iters = int(aux["ot_iterations"])
+    assert abs(loss - ref_loss(torch.tensor(cost), iters).item()) <= 1e-5
+    _assert_close_grad(grad, _torch_grad(lambda x: ref_loss(x, iters), cost))
+
+
+def test_kernel_and_log_domains_agree_near_switch():
+  """Just inside the kernel domain's range, both domains give the same grads."""
+  cost = _cost(64, "pairs", seed=13)
+  c = cost / cost.max()
+  eps = float(c.max() - c.min()) / (ot_lib.KERNEL_MAX_EXPONENT - 0.1)
+  for variant, kw in (("balanced", TIGHT), ("partial", dict(mass=0.95))):
+    runs = [_run(variant, cost, eps, domain=d, **kw) for d in ("kernel", "log")]
+    (lk, ak, gk), (ll, al, gl) = runs
+    assert int(ak["ot_iterations"]) == int(al["ot_iterations"])
+    assert abs(lk - ll) <= 1e-5
+    _assert_close_grad(gk, gl, rel=1e-4)
+
+
+def test_ott_implicit_option_runs():
+  cost = _cost(8, "uniform", seed=17)
+  _, _, g_unroll = _run("balanced", cost, 0.1, **TIGHT)
+  _, aux, g_implicit = _run(
+    "balanced", cost, 0.1, solver="ott", differentiation="implicit", **TIGHT
+  )
+  assert bool(aux["ot_converged"])
+  _assert_close_grad(g_implicit, g_unroll, rel=1e-3)
+
+
+# ----------------------------------------------------------------------------
+# Robustness: finite loss and gradients, no exception.
+# ----------------------------------------------------------------------------
+
+_DEFAULTS = {"balanced": {}, "partial": {}, "unbalanced": dict(tau=0.9)}
+
+
+@pytest.mark.parametrize("variant", list(_DEFAULTS))
+def test_finite_everywhere(variant):
+  rng = np.random.default_rng(19)
+  for b in (1, 2, 64, 512):
+    cases = [_cost(b, "pairs", seed=b)]
+    if b == 64:
+      dup = _cost(b, "uniform", seed=23)
+      dup[1] = dup[0]
+      dup[:, 5] = dup[:, 4]
+      cases += [dup, np.zeros((b, b)), np.full((b, b), 3.0), 1e-3 * rng.random((b, b))]
+    for cost in cases:
+      for eps in (0.005, 0.01, 0.05, 0.5):
+        loss, aux, grad = _run(variant, cost, eps, **_DEFAULTS[variant])
+        assert np.isfinite(loss) and np.all(np.isfinite(grad)), (b, eps)
+        assert all(np.all(np.isfinite(np.asarray(v))) for v in aux.values())
+
+
+@pytest.mark.parametrize("variant", list(_DEFAULTS))
+def test_normalize_max_off_with_large_costs(variant):
+  cost = 5.0 * _cost(64, "pairs", seed=29)  # max ~ 30: log domain at eps .05
+  loss, _, grad = _run(variant, cost, 0.05, normalize_max=False, **_DEFAULTS[variant])
+  assert np.isfinite(loss) and np.all(np.isfinite(grad))
+
+
+# ----------------------------------------------------------------------------
+# Hand cases of the m-LTM loss.
+# ----------------------------------------------------------------------------
+
+
+def test_zero_cost_gives_uniform_plan():
+  """All-zero cost: the balanced plan is 1 / B^2, so the loss is 2 log B."""
+  for b in (1, 2, 64):
+    loss, aux, grad = _run("balanced", np.zeros((b, b)), 0.05)
+    assert abs(loss - 2 * math.log(b)) <= 1e-5
+    assert abs(float(aux["diag_mass"]) - 1.0 / b) <= 1e-6
+    assert np.all(np.isfinite(grad))
+
+
+def test_single_pair_and_perfect_alignment():
+  loss, aux, _ = _run("balanced", np.array([[0.7]]), 0.05)
+  assert abs(loss) <= 1e-6 and abs(float(aux["diag_mass"]) - 1.0) <= 1e-6
+  # Matched pairs at cost 0, all others at 1: P_ii -> 1/B as eps -> 0.
+  b = 64
+  loss, aux, _ = _run("balanced", 1.0 - np.eye(b), 0.02)
+  assert abs(loss - math.log(b)) <= 1e-3
+  assert float(aux["diag_mass"]) >= 0.99
+
+
+def test_scale_invariance_with_normalize_max():
+  cost = _cost(64, "pairs", seed=31)
+  for variant, kw in _DEFAULTS.items():
+    l1, _, g1 = _run(variant, cost, 0.05, **kw)
+    l2, _, g2 = _run(variant, 7.0 * cost, 0.05, **kw)
+    assert abs(l1 - l2) <= 1e-5
+    np.testing.assert_allclose(g2 * 7.0, g1, atol=1e-4 * np.abs(g1).max())
+
+
+def test_partial_full_mass_equals_balanced():
+  cost = _cost(64, "pairs", seed=37)
+  lb, _, gb = _run("balanced", cost, 0.1, **TIGHT)
+  lp, _, gp = _run("partial", cost, 0.1, mass=1.0, num_iterations=PARTIAL_ITERS)
+  assert abs(lb - lp) <= 1e-5
+  _assert_close_grad(gp, gb, rel=1e-3)
+
+
+def test_bad_arguments_raise():
+  c = jnp.zeros((4, 4))
+  with pytest.raises(ValueError, match="variant"):
+    mltm_loss(c, eps=0.05, variant="nope")
+  with pytest.raises(ValueError, match="square"):
+    mltm_loss(jnp.zeros((4, 3)), eps=0.05)
+  with pytest.raises(ValueError, match="eps"):
+    ot_lib.solve_balanced(c, -1.0)
+  with pytest.raises(ValueError, match="mass"):
+    ot_lib.solve_partial(c, 0.05, 1.5)
+  with pytest.raises(ValueError, match="implicit"):
+    ot_lib.solve_balanced(c, 0.05, differentiation="implicit")
+  with pytest.raises(TypeError, match="solver option"):
+    mltm_loss(c, eps=0.05, variant="partial", threshold=1e-3)
+
+
+def test_log_plan_rectangular_marginals():
+  cost = jnp.asarray(_cost(12, "uniform", seed=41)[:, :7], jnp.float32)
+  p = np.exp(np.asarray(ot_lib.balanced_log_plan(cost, 0.1, threshold=1e-6), np.float64))
+  np.testing.assert_allclose(p.sum(1), 1 / 12, atol=1e-6)
+  np.testing.assert_allclose(p.sum(0), 1 / 7, atol=1e-6)
+  q = np.exp(np.asarray(ot_lib.partial_log_plan(cost, 0.1, 0.5), np.float64))
+  assert q.shape == (12, 7) and abs(q.sum() - 0.5) <= 1e-5
+  assert np.all(q.sum(1) <= 1 / 12 + 1e-6) and np.all(q.sum(0) <= 1 / 7 + 1e-6)
+
+
+# ----------------------------------------------------------------------------
+# Baselines against torch.
+# ----------------------------------------------------------------------------
+
+
+def _torch_triplet(sim, margin):
+  b = sim.shape[0]
+  pos = torch.diagonal(sim)
+  total = sim.new_zeros(())
+  for i in range(b):
+    neg = [j for j in range(b) if j != i]
+    if not neg:
+      continue
+    a2t = torch.clamp(margin + sim[i, neg] - pos[i], min=0).max()
+    t2a = torch.clamp(margin + sim[neg, i] - pos[i], min=0).max()
+    total = total + a2t + t2a
+  return total / b
+
+
+def _torch_ranking(sim, margin):
+  b = sim.shape[0]
+  pos = torch.diagonal(sim)
+  mask = ~torch.eye(b, dtype=torch.bool)
+  a2t = torch.clamp(margin + sim - pos[:, None], min=0)[mask].sum()
+  t2a = torch.clamp(margin + sim - pos[None, :], min=0)[mask].sum()
+  return (a2t + t2a) / b
+
+
+def _torch_infonce(sim, temperature):
+  logits = sim / temperature
+  target = torch.arange(sim.shape[0])
+  return 0.5 * (
+    torch.nn.functional.cross_entropy(logits, target)
+    + torch.nn.functional.cross_entropy(logits.T, target)
+  )
+
+
+def _torch_entropic(cost, eps):
+  return _torch_infonce(-cost / cost.max(), eps)
+
+
+def _check_against_torch(jax_fn, torch_fn, x: np.ndarray):
+  value, grad = jax.jit(jax.value_and_grad(jax_fn))(jnp.asarray(x, jnp.float32))
+  xt = torch.tensor(x, requires_grad=True)
+  ref = torch_fn(xt)
+  assert abs(float(value) - ref.item()) <= 1e-5 * max(1.0, abs(ref.item()))
+  if ref.requires_grad:
+    ref.backward()
+    ref_grad = xt.grad.numpy()
+  else:  # e.g. no negative pair at B = 1: the loss is a constant.
+    ref_grad = np.zeros_like(x)
+  np.testing.assert_allclose(np.asarray(grad), ref_grad, atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("b", [1, 2, 16])
+def test_baselines_match_torch(b):
+  rng = np.random.default_rng(b)
+  emb_a = rng.normal(size=(b, 8))
+  emb_t = emb_a + 0.8 * rng.normal(size=(b, 8))
+  emb_a /= np.linalg.norm(emb_a, axis=1, keepdims=True)
+  emb_t /= np.linalg.norm(emb_t, axis=1, keepdims=True)
+  sim = emb_a @ emb_t.T
+  cost = np.sqrt(((emb_a[:, None] - emb_t[None]) ** 2).sum(-1)) + 0.1
+  _check_against_torch(
+    lambda s: baselines.triplet_hardest_negative(s, 0.2), lambda s: _torch_triplet(s, 0.2), sim
+  )
+  _check_against_torch(
+    lambda s: baselines.bidirectional_ranking(s, 0.2), lambda s: _torch_ranking(s, 0.2), sim
+  )
+  _check_against_torch(
+    lambda s: baselines.symmetric_infonce(s, 0.07), lambda s: _torch_infonce(s, 0.07), sim
+  )
+  _check_against_torch(
+    lambda c: baselines.entropic_infonce(c, 0.05), lambda c: _torch_entropic(c, 0.05), cost
+  )
+
+
+def test_infonce_learnable_temperature_gradient():
+  sim = np.random.default_rng(3).uniform(-1, 1, size=(6, 6))
+  t = 0.1
+  g = jax.grad(lambda tt: baselines.symmetric_infonce(jnp.asarray(sim, jnp.float32), tt))(
+    jnp.float32(t)
+  )
+  tt = torch.tensor(t, requires_grad=True)
+  _torch_infonce(torch.tensor(sim), tt).backward()
+  assert abs(float(g) - tt.grad.item()) <= 1e-4 * max(1.0, abs(tt.grad.item()))
+  # Jittable with a traced temperature.
+  jax.jit(baselines.symmetric_infonce)(jnp.asarray(sim, jnp.float32), 0.07)
+
+
+def test_baseline_hand_cases():
+  b = 5
+  perfect = np.eye(b)  # positives 1, negatives 0: margin 0.2 satisfied.
+  assert float(baselines.triplet_hardest_negative(jnp.asarray(perfect))) == 0.0
+  assert float(baselines.bidirectional_ranking(jnp.asarray(perfect))) == 0.0
+  # All similarities equal: every negative violates by exactly the margin.
+  flat = jnp.zeros((b, b))
+  assert abs(float(baselines.triplet_hardest_negative(flat, 0.2)) - 0.4) < 1e-6
+  assert abs(float(baselines.bidirectional_ranking(flat, 0.2)) - 2 * (b - 1) * 0.2) < 1e-6
+  # Uniform logits: cross-entropy log B in both directions.
+  assert abs(float(baselines.symmetric_infonce(flat, 0.07)) - math.log(b)) < 1e-6
+  # One hard negative: sim[0, 1] = 0.9 against positive 1.0.
+  sim = np.eye(b)
+  sim[0, 1] = 0.9
+  expected = 2 * (0.2 + 0.9 - 1.0) / b  # audio 0 -> caption 1, caption 1 <- audio 0
+  assert abs(float(baselines.triplet_hardest_negative(jnp.asarray(sim))) - expected) < 1e-6
+  # entropic_infonce == symmetric_infonce(-C / max C, eps).
+  cost = jnp.asarray(_cost(7, "pairs", seed=43), jnp.float32)
+  np.testing.assert_allclose(
+    float(baselines.entropic_infonce(cost, 0.05)),
+    float(baselines.symmetric_infonce(-cost / jnp.max(cost), 0.05)),
+    rtol=1e-6,
+  )
+  assert np.isfinite(float(baselines.entropic_infonce(jnp.zeros((4, 4)), 0.05)))
+
+
+@pytest.mark.parametrize("eps", [0.005, 0.5])
+@pytest.mark.parametrize("variant", ["balanced", "unbalanced"])
+def test_ott_solver_path_finite_over_eps_range(eps, variant):
+  """The ott-jax path (the default of launch.train) is finite at both ends of the eps range."""
+  from mltm_jax.losses.mltm import mltm_loss
+
+  rng = np.random.default_rng(0)
+  for c in (
+    rng.uniform(size=(64, 64)),
+    np.zeros((64, 64)),
+    np.tile(rng.uniform(size=(1, 64)), (64, 1)),
+  ):
+    f = jax.value_and_grad(
+      lambda x: mltm_loss(
+        x, eps=eps, variant=variant, tau=0.9 if variant == "unbalanced" else 1.0, solver="ott"
+      )[0]
+    )
+    loss, grad = f(jnp.asarray(c, jnp.float32))
+    assert np.isfinite(float(loss)) and np.all(np.isfinite(np.asarray(grad)))
