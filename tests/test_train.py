@@ -89,6 +89,20 @@ def test_tiny_run_beats_chance_and_resumes_exactly(tiny_synthcaps, tmp_path):
   )
   assert max(jax.tree.leaves(diff)) <= 1e-5
 
+  # launch.evaluate on the finished run reproduces the final test metrics of its best
+  # checkpoint (both rankings) from the run directory alone.
+  res = subprocess.run(
+    [sys.executable, "-m", "launch.evaluate", f"--workdir={tmp_path / 'full'}", "--split=test"],
+    cwd=REPO, capture_output=True, text=True, timeout=300,
+  )
+  assert res.returncode == 0, res.stderr[-2000:]
+  ev = json.loads((tmp_path / "full" / "eval_test.json").read_text())
+  for d in ("t2a", "a2t"):
+    for k in ("R@1", "R@10", "mAP@10"):
+      assert ev["distance"][d][k] == pytest.approx(final[d][k], abs=1e-6)
+      assert ev["plan"][d][k] == pytest.approx(final["by_plan"][d][k], abs=1e-6)
+  assert "ranked by plan" in res.stdout
+
 
 def run_cli(*args, timeout=120):
   return subprocess.run(
