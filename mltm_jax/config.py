@@ -15,7 +15,7 @@ LOSSES = ("mltm", "triplet", "ranking", "contrastive", "entropic_contrastive")
 OT_VARIANTS = ("balanced", "partial", "unbalanced")
 METRICS = ("full", "diagonal", "identity", "lowrank")
 DATASETS = ("synthcaps", "clotho")
-AUDIO_ENCODERS = ("temporal_cnn", "small_cnn")
+AUDIO_ENCODERS = ("temporal_cnn", "small_cnn", "cnn10", "cnn14", "resnet38")
 POOLINGS = ("mean", "cls")
 RANK_BY = ("distance", "plan")
 PRECISIONS = ("float32", "bfloat16")
@@ -56,7 +56,7 @@ class Config:
   audio_encoder: str = _f(
     "temporal_cnn",
     "Audio tower: temporal_cnn (1-D convs over time, fast on "
-    "CPU) or small_cnn (2-D PANNs-style blocks).",
+    "CPU), small_cnn (2-D PANNs-style blocks) or the PANNs cnn10, cnn14, resnet38.",
     AUDIO_ENCODERS,
   )
   cnn_channels: str = _f(

@@ -93,7 +93,10 @@ def test_tiny_run_beats_chance_and_resumes_exactly(tiny_synthcaps, tmp_path):
   # checkpoint (both rankings) from the run directory alone.
   res = subprocess.run(
     [sys.executable, "-m", "launch.evaluate", f"--workdir={tmp_path / 'full'}", "--split=test"],
-    cwd=REPO, capture_output=True, text=True, timeout=300,
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=300,
   )
   assert res.returncode == 0, res.stderr[-2000:]
   ev = json.loads((tmp_path / "full" / "eval_test.json").read_text())

@@ -18,6 +18,7 @@ from mltm_jax.config import Config
 from mltm_jax.models.audio_cnn import SmallCNN
 from mltm_jax.models.bert import BertConfig, BertEncoder, pool_text
 from mltm_jax.models.heads import ProjectionHead
+from mltm_jax.models.panns import PANNS_MODELS
 from mltm_jax.models.temporal_cnn import TemporalCNN
 
 
@@ -26,7 +27,8 @@ class AudioTower(nn.Module):
 
   log-mel (JAX) -> CNN (input batch norm, then SpecAugment when training)
   -> PANNs pooling -> projection head. ``encoder``: "temporal_cnn" (1-D convs
-  over time, the CPU demo) or "small_cnn" (2-D PANNs-style blocks).
+  over time, the CPU demo), "small_cnn" (2-D PANNs-style blocks) or a PANNs CNN
+  "cnn10", "cnn14", "resnet38" (without fc1: the head takes its pooled embedding).
   """
 
   mel: frontend.MelConfig
@@ -61,6 +63,16 @@ class AudioTower(nn.Module):
         double_conv=self.double_conv,
         strided_stem=self.strided_stem,
         dropout=self.dropout,
+        spec_augment=self.spec_augment,
+        time_width=self.spec_time_width,
+        freq_width=self.spec_freq_width,
+        dtype=self.dtype,
+        name="cnn",
+      )
+    elif self.encoder in PANNS_MODELS:
+      cnn = PANNS_MODELS[self.encoder](
+        dropout=self.dropout,
+        include_fc1=False,
         spec_augment=self.spec_augment,
         time_width=self.spec_time_width,
         freq_width=self.spec_freq_width,

@@ -1,0 +1,180 @@
+"""Benchmarks ``eval`` and ``eval_plan``: full T2A + A2T metrics at Clotho-test size.
+
+Both sides start from the embeddings (audio [N, D], captions [5N, D], caption i
+belongs to clip i // 5) and the metric M, and end with the two metric dicts (R@1,
+R@5, R@10, R@50, medR, meanR, mAP@10); the time to compute the score matrix is
+included on both sides.
+
+Ours: ``mahalanobis`` (jit) -> scores (``-distance``, or ``score_matrix(...,
+'plan')``: 10 log-domain Sinkhorn iterations per direction, eps 0.03, cost / max) ->
+``t2a_metrics`` / ``a2t_metrics`` (vectorised numpy ranks).
+
+Reference (the official evaluation's style, written here from its description):
+c_M(u, v) = ||(u - v) L|| with M = L L^T (numpy Cholesky); a loop over queries that
+computes the query's distances to the gallery (or reads its row of a POT
+``ot.sinkhorn(a, b, C / max C, 0.03, numItermax=10)`` plan, one per direction, the
+cost matrix built row by row the same way), ``np.argsort``, finds the rank of the
+query's relevant item(s) and accumulates R@k, the ranks and mAP@10.
+
+Everything is float64 (ours under ``jax.enable_x64``) so that no two scores that
+matter tie or swap by rounding: ``agree`` requires every metric to be equal (to 1e-9).
+Embeddings: random unit clips; caption = unit(clip + NOISE x unit noise), so the
+metrics are neither 0 nor 100.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+
+import jax
+import numpy as np
+import ot
+
+from benchmarks.bench_loss import make_metric
+from benchmarks.timing import Row, Settings
+from mltm_jax import metric as metric_lib
+from mltm_jax.evaluation.plan_ranking import score_matrix
+from mltm_jax.evaluation.retrieval import a2t_metrics, t2a_metrics
+
+CAPTIONS_PER_CLIP = 5
+NUM_CLIPS = 1045  # Clotho v2 evaluation split
+DIM = 1024
+TINY = (40, 32)
+NOISE = 10.0
+PLAN_EPS = 0.03
+PLAN_ITERATIONS = 10
+RECALL_KS = (1, 5, 10, 50)
+MAP_CUTOFF = 10
+
+
+def make_embeddings(n: int, d: int, seed: int = 0):
+  """(audio [n, d], text [5n, d]) float64 unit rows, caption_to_clip int64 [5n]."""
+  rng = np.random.default_rng(seed)
+  unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)
+  audio = unit(rng.normal(size=(n, d)))
+  c2c = np.repeat(np.arange(n), CAPTIONS_PER_CLIP)
+  text = unit(audio[c2c] + NOISE * unit(rng.normal(size=(c2c.size, d))))
+  return audio, text, c2c
+
+
+# ----------------------------------------------------------------------------- ours
+
+
+@functools.cache
+def _cost_fn():
+  return jax.jit(lambda a, t, m: metric_lib.mahalanobis(a, t, {"M": m}, "full"))
+
+
+def ours(audio, text, m, c2c, rank_by: str) -> dict:
+  """Our evaluation: {"t2a": metrics, "a2t": metrics}."""
+  with jax.enable_x64(True):
+    cost = _cost_fn()(audio, text, m)  # [N, 5N] float64
+    opts = dict(rank_by=rank_by, eps=PLAN_EPS, num_iterations=PLAN_ITERATIONS)
+    t2a_scores = np.asarray(score_matrix(cost.T, **opts))
+    a2t_scores = np.asarray(score_matrix(cost, **opts))
+  return {"t2a": t2a_metrics(t2a_scores, c2c), "a2t": a2t_metrics(a2t_scores, c2c)}
+
+
+# ----------------------------------------------------------------------------- reference
+
+
+def _distances(query: np.ndarray, gallery: np.ndarray) -> np.ndarray:
+  """[D], [G, D] (already multiplied by L) -> [G] Mahalanobis distances."""
+  return np.sqrt(((gallery - query) ** 2).sum(axis=1))
+
+
+def _summary(ranks: list[int], aps: list[float]) -> dict:
+  r = np.asarray(ranks)
+  out = {f"R@{k}": 100.0 * np.count_nonzero(r <= k) / r.size for k in RECALL_KS}
+  out["medR"] = float(np.floor(np.median(r)))
+  out["meanR"] = float(r.mean())
+  out["mAP@10"] = 100.0 * float(np.mean(aps))
+  return out
+
+
+def _t2a_loop(score_row, num_captions: int, c2c: np.ndarray) -> dict:
+  """score_row(q) -> [N] scores (higher = better) of caption q against every clip."""
+  ranks, aps = [], []
+  for q in range(num_captions):
+    order = np.argsort(-score_row(q))
+    rank = int(np.nonzero(order == c2c[q])[0][0]) + 1
+    ranks.append(rank)
+    aps.append(1.0 / rank if rank <= MAP_CUTOFF else 0.0)
+  return _summary(ranks, aps)
+
+
+def _a2t_loop(score_row, num_clips: int, c2c: np.ndarray) -> dict:
+  """score_row(i) -> [5N] scores of clip i against every caption."""
+  ranks, aps = [], []
+  for i in range(num_clips):
+    relevant = np.nonzero(c2c == i)[0]
+    order = np.argsort(-score_row(i))
+    positions = np.sort(np.nonzero(np.isin(order, relevant))[0]) + 1  # ranks, best first
+    ranks.append(int(positions[0]))
+    precision = [h / r for h, r in enumerate(positions, start=1) if r <= MAP_CUTOFF]
+    aps.append(sum(precision) / relevant.size)
+  return _summary(ranks, aps)
+
+
+def _pot_plan(cost: np.ndarray) -> np.ndarray:
+  nq, ng = cost.shape
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # "did not converge": 10 iterations on purpose
+    return ot.sinkhorn(
+      np.full(nq, 1.0 / nq),
+      np.full(ng, 1.0 / ng),
+      cost / cost.max(),
+      PLAN_EPS,
+      numItermax=PLAN_ITERATIONS,
+    )
+
+
+def reference(audio, text, m, c2c, rank_by: str) -> dict:
+  """Official-style evaluation: {"t2a": metrics, "a2t": metrics}."""
+  factor = np.linalg.cholesky(m)  # M = L L^T
+  audio_l, text_l = audio @ factor, text @ factor
+  n, nc = audio.shape[0], text.shape[0]
+  if rank_by == "distance":
+    t2a = _t2a_loop(lambda q: -_distances(text_l[q], audio_l), nc, c2c)
+    a2t = _a2t_loop(lambda i: -_distances(audio_l[i], text_l), n, c2c)
+  else:
+    cost = np.stack([_distances(audio_l[i], text_l) for i in range(n)])  # [N, 5N]
+    plan_t2a = _pot_plan(cost.T)
+    plan_a2t = _pot_plan(cost)
+    t2a = _t2a_loop(lambda q: plan_t2a[q], nc, c2c)
+    a2t = _a2t_loop(lambda i: plan_a2t[i], n, c2c)
+  return {"t2a": t2a, "a2t": a2t}
+
+
+# ----------------------------------------------------------------------------- benchmark
+
+
+def _max_diff(a: dict, b: dict) -> float:
+  return max(abs(a[d][k] - b[d][k]) for d in ("t2a", "a2t") for k in b[d])
+
+
+def run(settings: Settings) -> list[Row]:
+  n, d = TINY if settings.tiny else (NUM_CLIPS, DIM)
+  audio, text, c2c = make_embeddings(n, d)
+  m = make_metric(d, seed=11).astype(np.float64)
+  rows = []
+  for name, rank_by in (("eval", "distance"), ("eval_plan", "plan")):
+    ref_t, ref_metrics = settings.time_ref(lambda: reference(audio, text, m, c2c, rank_by))
+    ours_t, ours_metrics = settings.time_ours(lambda: ours(audio, text, m, c2c, rank_by))
+    diff = _max_diff(ours_metrics, ref_metrics)
+    params = {
+      "clips": n,
+      "captions": c2c.size,
+      "D": d,
+      "rank_by": rank_by,
+      "dtype": "float64",
+      "t2a_R@1": round(ours_metrics["t2a"]["R@1"], 3),
+      "a2t_R@1": round(ours_metrics["a2t"]["R@1"], 3),
+      "max_metric_diff": float(f"{diff:.2g}"),
+      "runs": f"{ours_t.runs}/{ref_t.runs}",
+    }
+    if rank_by == "plan":
+      params.update(eps=PLAN_EPS, iterations=PLAN_ITERATIONS)
+    rows.append(Row(name, params, ours_t, ref_t, diff <= 1e-9))
+  return rows

@@ -1,0 +1,117 @@
+"""Runs the benchmarks and prints one row per measurement.
+
+  python -m benchmarks.run [--only=loss,partial,eval,psd] [--json=FILE] [--quick]
+
+Each benchmark times ours and a reference (torch / POT / numpy, written in
+benchmarks/ from the method's description) in this process: warm-up excluded,
+median of --runs calls, min-max shown; and checks that both give the same
+numbers. Columns: name, params, ours, reference, ratio (= reference s / ours s),
+agree. --json writes a list of {"name", "params", "ours_s", "ref_s", "ratio",
+"agree"}.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+from absl import app, flags
+
+from benchmarks import bench_eval, bench_loss, bench_partial, bench_psd
+from benchmarks.timing import Row, Settings
+
+BENCHMARKS = {
+  "loss": bench_loss,  # rows loss (solver ott), loss_native
+  "partial": bench_partial,
+  "eval": bench_eval,  # rows eval (by distance), eval_plan
+  "psd": bench_psd,
+}
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("only", None, f"Benchmarks to run (default all): {', '.join(BENCHMARKS)}.")
+flags.DEFINE_string("json", None, "Also write the rows to this JSON file.")
+flags.DEFINE_bool("quick", False, "Acceptance shapes only (loss: B=256, D=1024; psd: D=256).")
+flags.DEFINE_bool("tiny", False, "Toy shapes, for tests (seconds, numbers meaningless).")
+flags.DEFINE_integer("runs", 10, "Timed calls per measurement (median, min, max).")
+flags.DEFINE_float(
+  "ref_budget_s",
+  300.0,
+  "A reference whose timed calls take longer than this in total stops after 3 calls"
+  " (the 'runs' param of the row says ours/ref calls); 0 = never stop early.",
+)
+
+
+def machine() -> str:
+  import jax
+  import ot
+  import torch
+
+  return (
+    f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs,"
+    f" jax {jax.__version__} ({jax.default_backend()}), torch {torch.__version__},"
+    f" POT {ot.__version__}"
+  )
+
+
+def _params_text(params: dict) -> str:
+  return " ".join(f"{k}={v}" for k, v in params.items())
+
+
+def format_table(rows: list[Row]) -> str:
+  header = ("name", "params", "ours", "reference", "ratio", "agree")
+  lines = [
+    (
+      r.name,
+      _params_text(r.params),
+      str(r.ours),
+      str(r.ref),
+      f"{r.ratio:.3g}x",
+      "yes" if r.agree else "NO",
+    )
+    for r in rows
+  ]
+  widths = [max(len(x) for x in col) for col in zip(header, *lines)]
+  fmt = lambda cells: " | ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
+  sep = "-+-".join("-" * w for w in widths)
+  return "\n".join([fmt(header), sep, *(fmt(line) for line in lines)])
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  names = FLAGS.only or list(BENCHMARKS)
+  unknown = [n for n in names if n not in BENCHMARKS]
+  if unknown:
+    raise app.UsageError(
+      f"--only: unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}"
+    )
+  if FLAGS.runs < 1:
+    raise app.UsageError(f"--runs must be >= 1, got {FLAGS.runs}")
+  settings = Settings(
+    quick=FLAGS.quick,
+    tiny=FLAGS.tiny,
+    runs=FLAGS.runs,
+    ref_budget_s=FLAGS.ref_budget_s or None,
+  )
+  print(f"# {datetime.date.today()} | {machine()}", flush=True)
+  rows: list[Row] = []
+  for name in names:
+    for row in BENCHMARKS[name].run(settings):
+      rows.append(row)
+      print(
+        f"[{row.name}] ours {row.ours} ref {row.ref} ratio {row.ratio:.3g}x"
+        f" agree={row.agree} {_params_text(row.params)}",
+        file=sys.stderr,
+        flush=True,
+      )
+  print(format_table(rows), flush=True)
+  if FLAGS.json:
+    Path(FLAGS.json).write_text(json.dumps([r.to_json() for r in rows], indent=2) + "\n")
+
+
+if __name__ == "__main__":
+  app.run(main)
