@@ -13,7 +13,11 @@ log-mels [128, 251, 64] and text features [128, 384]; timed with ``psd_every=1``
 update). Every timed call steps from the same state, whose projection counter is 1
 (so only ``psd_every=1`` projects): the two differ by the projection alone (chained
 steps would let M, and with it the Sinkhorn iteration count, drift apart).
-``psd_share_of_step`` = (t_every_1 - t_never) / t_every_1.
+``psd_share_of_step`` = (t_every_1 - t_never) / t_every_1; ``blas_1_thread_*``: the
+same with OpenBLAS limited to one thread (``threadpoolctl``). The eigh is a LAPACK
+call (scipy's OpenBLAS) inside the XLA program; by default its threads compete with
+XLA's own thread pool for the cores, which makes it far slower inside the step than
+alone.
 
 Drift of a lazy projection: Adam (the demo's lr 1e-3) on M alone, STEPS updates with
 random gradients (a fixed symmetric direction plus fresh symmetric noise, so M
@@ -25,11 +29,13 @@ eigenvalue of the lazily projected one.
 from __future__ import annotations
 
 import functools
+from contextlib import nullcontext
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from threadpoolctl import threadpool_limits
 
 from benchmarks.timing import Row, Settings
 from mltm_jax import metric as metric_lib
@@ -82,8 +88,12 @@ def step_config(d: int, tiny: bool) -> Config:
   return Config(embed_dim=d)
 
 
-def step_times(d: int, settings: Settings) -> dict[int, float]:
-  """Median seconds of one train step for psd_every in (1, 10**9)."""
+def step_times(d: int, settings: Settings) -> dict[tuple[int, int | None], float]:
+  """Median seconds of one train step, keyed by (psd_every, BLAS threads).
+
+  psd_every in (1, 10**9); BLAS threads None (the default: OpenBLAS, which runs
+  the eigh's LAPACK call, uses every core) or 1 (``threadpoolctl`` limit).
+  """
   cfg = step_config(d, settings.tiny)
   audio_tower, text_tower = build_towers(cfg, None)
   frames = 1 + cfg.clip_samples // cfg.hop_length
@@ -106,15 +116,18 @@ def step_times(d: int, settings: Settings) -> dict[int, float]:
     # As if one update had been taken: psd_every=1 projects now, 10**9 does not.
     start = jax.device_get(start.replace(opt_state=_with_projection_count(start.opt_state, 1)))
     # Every call steps from the same state (a fresh copy: the step donates its input).
-    copies = iter([jax.device_put(start, replicated(mesh)) for _ in range(settings.runs + 1)])
     step = make_train_step(run_cfg, audio_tower, text_tower, tx, mesh)
+    for blas_threads in (None, 1):
+      copies = iter([jax.device_put(start, replicated(mesh)) for _ in range(settings.runs + 1)])
 
-    def call(step=step, copies=copies):
-      state, metrics = step(next(copies), global_batch)
-      return state.params["metric"], metrics["loss"]
+      def call(step=step, copies=copies):
+        state, metrics = step(next(copies), global_batch)
+        return state.params["metric"], metrics["loss"]
 
-    timing, _ = settings.time_ours(call)
-    out[every] = timing.median_s
+      limit = threadpool_limits(blas_threads, user_api="blas") if blas_threads else nullcontext()
+      with limit:
+        timing, _ = settings.time_ours(call)
+      out[(every, blas_threads)] = timing.median_s
   return out
 
 
@@ -180,14 +193,17 @@ def run(settings: Settings) -> list[Row]:
     ours_t, ours_out = settings.time_ours(lambda: project(jm))
     err = float(np.max(np.abs(np.asarray(ours_out, np.float64) - ref_out)))
     steps = step_times(d, settings)
-    with_psd, without = steps[1], steps[10**9]
+    with_psd, without = steps[(1, None)], steps[(10**9, None)]
+    with_psd_1, without_1 = steps[(1, 1)], steps[(10**9, 1)]
     params = {
       "D": d,
       "max_abs_diff": float(f"{err:.2g}"),
       "step_s_psd_every_1": round(with_psd, 4),
       "step_s_no_psd": round(without, 4),
-      "psd_share_of_step": round((with_psd - without) / with_psd, 4),
-      "eigh_over_step": round(ours_t.median_s / with_psd, 4),
+      "psd_share_of_step": round((with_psd - without) / with_psd, 3),
+      "eigh_over_step": round(ours_t.median_s / with_psd, 3),
+      "blas_1_thread_step_s": f"{with_psd_1:.4f}/{without_1:.4f}",
+      "blas_1_thread_psd_share": round((with_psd_1 - without_1) / with_psd_1, 3),
     }
     if d == dims[0]:
       steps_drift = 50 if settings.tiny else STEPS

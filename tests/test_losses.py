@@ -24,8 +24,18 @@ from mltm_jax.losses import ot as ot_lib
 from mltm_jax.losses.mltm import mltm_loss
 
 warnings.filterwarnings("ignore", message=".*did not converge.*")
-torch.set_default_dtype(torch.float64)
-torch.set_num_threads(1)  # small tensors; avoids oversubscribing the CPU
+
+
+@pytest.fixture(autouse=True)
+def _torch_float64():
+  """float64 torch references in this file only (restored after each test)."""
+  dtype, threads = torch.get_default_dtype(), torch.get_num_threads()
+  torch.set_default_dtype(torch.float64)
+  torch.set_num_threads(1)  # small tensors; avoids oversubscribing the CPU
+  yield
+  torch.set_default_dtype(dtype)
+  torch.set_num_threads(threads)
+
 
 # Converged settings used against POT (the loop stops on the L1 marginal
 # error, measured every 10 iterations). Configurations are shared between
