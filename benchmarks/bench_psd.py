@@ -2,7 +2,8 @@
 
 Ours: ``jit(mltm_jax.metric.project_psd)`` (eigh) on a float32 [D, D] matrix.
 Reference: the same projection with numpy, ``V max(w, 0) V^T`` from
-``np.linalg.eigh((M + M^T) / 2)``, float32. ``agree``: max abs difference <= 1e-3
+``np.linalg.eigh((M + M^T) / 2)``, float32. Both timed alternately with one BLAS thread
+(the limit of a training run). ``agree``: max abs difference <= 1e-3
 (entries are O(1)); the input I + W (W symmetric Gaussian, spectrum ~[-1, 3]) has
 about a fifth of its eigenvalues negative.
 
@@ -13,11 +14,14 @@ log-mels [128, 251, 64] and text features [128, 384]; timed with ``psd_every=1``
 update). Every timed call steps from the same state, whose projection counter is 1
 (so only ``psd_every=1`` projects): the two differ by the projection alone (chained
 steps would let M, and with it the Sinkhorn iteration count, drift apart).
-``psd_share_of_step`` = (t_every_1 - t_never) / t_every_1; ``blas_1_thread_*``: the
-same with OpenBLAS limited to one thread (``threadpoolctl``). The eigh is a LAPACK
-call (scipy's OpenBLAS) inside the XLA program; by default its threads compete with
-XLA's own thread pool for the cores, which makes it far slower inside the step than
-alone.
+``psd_share_of_step`` = (t_every_1 - t_never) / t_every_1 with the BLAS thread limit a
+training run sets (``launch.runtime.init_runtime``: OpenBLAS limited to 1 thread by
+default); ``unlimited_*``: the same with OpenBLAS's default threads (all cores). The eigh
+is a LAPACK call (scipy's OpenBLAS) inside the XLA program; with OpenBLAS's default
+threads they compete with XLA's own pool for the cores, which makes it far slower inside
+the step than alone. Each of the four variants is timed as a block of consecutive steps (as
+in training: OpenBLAS threads left spinning by one step's eigh slow the next), the blocks
+alternating over 5 rounds so that they see the same load.
 
 Drift of a lazy projection: Adam (the demo's lr 1e-3) on M alone, STEPS updates with
 random gradients (a fixed symmetric direction plus fresh symmetric noise, so M
@@ -29,15 +33,15 @@ eigenvalue of the lazily projected one.
 from __future__ import annotations
 
 import functools
-from contextlib import nullcontext
+import statistics
+import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from threadpoolctl import threadpool_limits
 
-from benchmarks.timing import Row, Settings
+from benchmarks.timing import Row, Settings, blas_threads, block
 from mltm_jax import metric as metric_lib
 from mltm_jax.config import Config
 from mltm_jax.models.two_tower import build_towers
@@ -49,6 +53,7 @@ QUICK_DIMS = (256,)
 TINY_DIMS = (32,)
 TEXT_FEATURES = 384  # the bundled MiniLM-L6's hidden size
 LAZY_EVERY = 10
+ROUNDS = 5  # step timing: blocks of runs / ROUNDS consecutive steps per variant, per round
 STEPS = 300
 ATOL = 1e-3
 
@@ -88,11 +93,11 @@ def step_config(d: int, tiny: bool) -> Config:
   return Config(embed_dim=d)
 
 
-def step_times(d: int, settings: Settings) -> dict[tuple[int, int | None], float]:
+def step_times(d: int, settings: Settings) -> dict[tuple[int, str], float]:
   """Median seconds of one train step, keyed by (psd_every, BLAS threads).
 
-  psd_every in (1, 10**9); BLAS threads None (the default: OpenBLAS, which runs
-  the eigh's LAPACK call, uses every core) or 1 (``threadpoolctl`` limit).
+  psd_every in (1, 10**9); BLAS threads "runtime" (the limit of a training run) or
+  "unlimited" (OpenBLAS's default: every core).
   """
   cfg = step_config(d, settings.tiny)
   audio_tower, text_tower = build_towers(cfg, None)
@@ -108,27 +113,40 @@ def step_times(d: int, settings: Settings) -> dict[tuple[int, int | None], float
   )
   mesh = make_mesh(jax.devices()[:1])
   global_batch = to_global(mesh, batch)
-  out = {}
+  calls = {}
   for every in (1, 10**9):
     run_cfg = cfg.replace(psd_every=every)
     tx = state_lib.make_optimizer(run_cfg)
     start = state_lib.create_state(run_cfg, params, stats, tx, jax.random.PRNGKey(1))
     # As if one update had been taken: psd_every=1 projects now, 10**9 does not.
     start = jax.device_get(start.replace(opt_state=_with_projection_count(start.opt_state, 1)))
-    # Every call steps from the same state (a fresh copy: the step donates its input).
     step = make_train_step(run_cfg, audio_tower, text_tower, tx, mesh)
-    for blas_threads in (None, 1):
-      copies = iter([jax.device_put(start, replicated(mesh)) for _ in range(settings.runs + 1)])
+    for threads in ("runtime", "unlimited"):
+      # Every call steps from the same state (a fresh copy: the step donates its input).
+      n_copies = settings.runs + 1 + 2 * ROUNDS
+      copies = iter([jax.device_put(start, replicated(mesh)) for _ in range(n_copies)])
 
-      def call(step=step, copies=copies):
-        state, metrics = step(next(copies), global_batch)
-        return state.params["metric"], metrics["loss"]
+      def call(step=step, copies=copies, threads=threads):
+        with blas_threads(None if threads == "runtime" else 0):
+          state, metrics = step(next(copies), global_batch)
+          return block((state.params["metric"], metrics["loss"]))
 
-      limit = threadpool_limits(blas_threads, user_api="blas") if blas_threads else nullcontext()
-      with limit:
-        timing, _ = settings.time_ours(call)
-      out[(every, blas_threads)] = timing.median_s
-  return out
+      calls[(every, threads)] = call
+  times = {key: [] for key in calls}
+  # Each variant runs as a block of consecutive steps, as in training (OpenBLAS threads
+  # left spinning by one step's eigh slow the next step: that is the cost measured), the
+  # blocks alternating over ROUNDS rounds so that all variants see the same load.
+  for call in calls.values():  # compile
+    call()
+  per_block = max(1, settings.runs // ROUNDS)
+  for _ in range(ROUNDS):
+    for key, call in calls.items():
+      call()  # warm-up: the previous block's threads
+      for _ in range(per_block):
+        t0 = time.perf_counter()
+        call()
+        times[key].append(time.perf_counter() - t0)
+  return {key: statistics.median(ts) for key, ts in times.items()}
 
 
 def _with_projection_count(opt_state, count: int):
@@ -187,23 +205,30 @@ def run(settings: Settings) -> list[Row]:
   rows = []
   for d in dims:
     m = make_symmetric(d, seed=d)
-    ref_t, ref_out = settings.time_ref(lambda: reference_projection(m))
     project = _project()
     jm = jnp.asarray(m)
-    ours_t, ours_out = settings.time_ours(lambda: project(jm))
+    # Both with the BLAS limit of a training run (one thread): with OpenBLAS's default
+    # threads the two libraries (scipy's for jax, numpy's) leave each other's threads
+    # spinning, and the timings on the shared 2-core machine swing by 100x.
+    with blas_threads():
+      ours_t, ours_out, ref_t, ref_out = settings.time_pair(
+        lambda jm=jm, project=project: project(jm), lambda m=m: reference_projection(m)
+      )
     err = float(np.max(np.abs(np.asarray(ours_out, np.float64) - ref_out)))
     steps = step_times(d, settings)
-    with_psd, without = steps[(1, None)], steps[(10**9, None)]
-    with_psd_1, without_1 = steps[(1, 1)], steps[(10**9, 1)]
+    with_psd, without = steps[(1, "runtime")], steps[(10**9, "runtime")]
+    with_psd_u, without_u = steps[(1, "unlimited")], steps[(10**9, "unlimited")]
     params = {
       "D": d,
       "max_abs_diff": float(f"{err:.2g}"),
-      "step_s_psd_every_1": round(with_psd, 4),
-      "step_s_no_psd": round(without, 4),
+      "blas_threads": "runtime default (launch.runtime) / unlimited",
+      "step_s_psd_every_1": f"{with_psd:.4f}/{with_psd_u:.4f}",
+      "step_s_no_psd": f"{without:.4f}/{without_u:.4f}",
       "psd_share_of_step": round((with_psd - without) / with_psd, 3),
+      "unlimited_psd_share": round((with_psd_u - without_u) / with_psd_u, 3),
+      "step_default_over_unlimited": round(with_psd / with_psd_u, 3),
       "eigh_over_step": round(ours_t.median_s / with_psd, 3),
-      "blas_1_thread_step_s": f"{with_psd_1:.4f}/{without_1:.4f}",
-      "blas_1_thread_psd_share": round((with_psd_1 - without_1) / with_psd_1, 3),
+      f"psd_every_{LAZY_EVERY}_share": round((with_psd - without) / LAZY_EVERY / with_psd, 4),
     }
     if d == dims[0]:
       steps_drift = 50 if settings.tiny else STEPS

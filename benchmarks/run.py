@@ -21,7 +21,16 @@ from pathlib import Path
 
 from absl import app, flags
 
-from benchmarks import bench_eval, bench_loss, bench_partial, bench_psd
+from benchmarks import (
+  bench_eval,
+  bench_loss,
+  bench_memory,
+  bench_partial,
+  bench_psd,
+  bench_search,
+  bench_step,
+  towers,
+)
 from benchmarks.timing import Row, Settings
 
 BENCHMARKS = {
@@ -29,6 +38,10 @@ BENCHMARKS = {
   "partial": bench_partial,
   "eval": bench_eval,  # rows eval (by distance), eval_plan
   "psd": bench_psd,
+  "step": bench_step,  # row step (demo train step, samples/s vs torch)
+  "memory": bench_memory,  # row memory (peak memory of the demo step vs batch size)
+  "towers": towers,  # rows towers_audio (ResNet38 trunk), towers_text (BERT-base)
+  "search": bench_search,  # rows search_exact (JAX vs faiss flat), search_ann (faiss IVF)
 }
 
 FLAGS = flags.FLAGS
@@ -67,8 +80,8 @@ def format_table(rows: list[Row]) -> str:
     (
       r.name,
       _params_text(r.params),
-      str(r.ours),
-      str(r.ref),
+      r.ours_cell(),
+      r.ref_cell(),
       f"{r.ratio:.3g}x",
       "yes" if r.agree else "NO",
     )
@@ -103,7 +116,7 @@ def main(argv: list[str]) -> None:
     for row in BENCHMARKS[name].run(settings):
       rows.append(row)
       print(
-        f"[{row.name}] ours {row.ours} ref {row.ref} ratio {row.ratio:.3g}x"
+        f"[{row.name}] ours {row.ours_cell()} ref {row.ref_cell()} ratio {row.ratio:.3g}x"
         f" agree={row.agree} {_params_text(row.params)}",
         file=sys.stderr,
         flush=True,

@@ -10,7 +10,10 @@ call); the number of timed calls is reported with every row.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -41,6 +44,9 @@ class Row:
   ours: Timing
   ref: Timing
   agree: bool
+  # Extra JSON fields, and table cells shown instead of the timings (e.g. memory).
+  extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+  cells: tuple[str, str] | None = None
 
   @property
   def ratio(self) -> float:
@@ -55,7 +61,14 @@ class Row:
       "ref_s": self.ref.median_s,
       "ratio": self.ratio,
       "agree": bool(self.agree),
+      **self.extra,
     }
+
+  def ours_cell(self) -> str:
+    return self.cells[0] if self.cells else str(self.ours)
+
+  def ref_cell(self) -> str:
+    return self.cells[1] if self.cells else str(self.ref)
 
 
 def block(out: Any) -> Any:
@@ -103,6 +116,67 @@ def time_call(
   return timing, out
 
 
+def time_interleaved(
+  ours: Callable[[], Any],
+  ref: Callable[[], Any],
+  *,
+  runs: int = 10,
+  warmup: int = 1,
+  budget_s: float | None = None,
+  min_runs: int = 3,
+) -> tuple[Timing, Any, Timing, Any]:
+  """Times ``ours()`` and ``ref()`` alternately: (ours timing, ours out, ref timing, ref out).
+
+  Call i of each runs back to back, so both see the same machine load (the
+  workplace is shared); the reference stops after ``min_runs`` calls once its
+  calls took ``budget_s`` seconds (ours keeps ``runs`` calls).
+  """
+  if runs < 1:
+    raise ValueError(f"benchmarks/timing.py: runs must be >= 1, got {runs}")
+  out_o = out_r = None
+  for _ in range(warmup):
+    out_r = block(ref())
+    out_o = block(ours())
+  t_o: list[float] = []
+  t_r: list[float] = []
+  for _ in range(runs):
+    if not (budget_s is not None and len(t_r) >= min_runs and sum(t_r) >= budget_s):
+      start = time.perf_counter()
+      out_r = block(ref())
+      t_r.append(time.perf_counter() - start)
+    start = time.perf_counter()
+    out_o = block(ours())
+    t_o.append(time.perf_counter() - start)
+  timing = lambda ts: Timing(
+    median_s=statistics.median(ts), min_s=min(ts), max_s=max(ts), runs=len(ts)
+  )
+  return timing(t_o), out_o, timing(t_r), out_r
+
+
+@functools.cache
+def _blas_controller():
+  import scipy.linalg  # noqa: F401  (loads scipy's OpenBLAS, the one jax's eigh calls)
+  from threadpoolctl import ThreadpoolController
+
+  return ThreadpoolController()
+
+
+def blas_threads(threads: int | None = None):
+  """Context manager: the BLAS thread limit of a training run, or ``threads``.
+
+  None: what ``launch.runtime.init_runtime`` sets ($MLTM_BLAS_THREADS, default 1);
+  0: no limit. The benchmark process itself does not call ``init_runtime``, so its
+  references run with the libraries' defaults (all cores).
+  """
+  from launch.runtime import BLAS_THREADS_ENV, DEFAULT_BLAS_THREADS
+
+  if threads is None:
+    threads = int(os.environ.get(BLAS_THREADS_ENV, DEFAULT_BLAS_THREADS))
+  if threads <= 0:
+    return contextlib.nullcontext()
+  return _blas_controller().limit(limits=threads, user_api="blas")
+
+
 def fmt_seconds(s: float) -> str:
   """Human-readable duration: 1.23 s, 45.6 ms, 789 us."""
   if s >= 1.0:
@@ -131,3 +205,9 @@ class Settings:
 
   def time_ref(self, fn: Callable[[], Any]) -> tuple[Timing, Any]:
     return time_call(fn, runs=self.runs, budget_s=self.ref_budget_s)
+
+  def time_pair(
+    self, ours: Callable[[], Any], ref: Callable[[], Any]
+  ) -> tuple[Timing, Any, Timing, Any]:
+    """Ours and the reference alternately (:func:`time_interleaved`)."""
+    return time_interleaved(ours, ref, runs=self.runs, budget_s=self.ref_budget_s)

@@ -13,16 +13,22 @@ import logging
 from absl import app
 
 from launch.flags import config_from_flags, define_config_flags, fail, validated
-from launch.runtime import init_runtime
+from launch.runtime import check_distributed_flags, define_distributed_flags, init_runtime
 
 define_config_flags()
+define_distributed_flags()
 
 
 def main(argv):
   if len(argv) > 1:
     fail(f"unexpected arguments: {' '.join(argv[1:])}")
   cfg = validated(config_from_flags())
+  check_distributed_flags(cfg.batch_size)
   init_runtime()
+  import jax
+
+  if cfg.batch_size % jax.device_count():
+    fail(f"--batch_size={cfg.batch_size} is not divisible by the {jax.device_count()} devices")
   from mltm_jax.evaluation.report import format_metrics_table
   from mltm_jax.train.loop import train_and_evaluate
 
@@ -30,7 +36,7 @@ def main(argv):
     final = train_and_evaluate(cfg)
   except (FileNotFoundError, ValueError) as e:
     fail(str(e).splitlines()[0])
-  if final:
+  if final and jax.process_index() == 0:
     print(
       f"\nTest split, ranked by {final['rank_by']} (best validation checkpoint, step "
       f"{final['best_step']}):"

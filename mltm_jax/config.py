@@ -14,8 +14,9 @@ from typing import Any
 LOSSES = ("mltm", "triplet", "ranking", "contrastive", "entropic_contrastive")
 OT_VARIANTS = ("balanced", "partial", "unbalanced")
 METRICS = ("full", "diagonal", "identity", "lowrank")
-DATASETS = ("synthcaps", "clotho")
+DATASETS = ("synthcaps", "clotho", "prepared")
 AUDIO_ENCODERS = ("temporal_cnn", "small_cnn", "cnn10", "cnn14", "resnet38")
+PANNS_ENCODERS = ("cnn10", "cnn14", "resnet38")
 POOLINGS = ("mean", "cls")
 RANK_BY = ("distance", "plan")
 PRECISIONS = ("float32", "bfloat16")
@@ -30,10 +31,20 @@ class Config:
   """All settings of a training / evaluation run (defaults = the demo)."""
 
   # Data.
-  dataset: str = _f("synthcaps", "Dataset in the Clotho layout under --data_dir.", DATASETS)
+  dataset: str = _f(
+    "synthcaps",
+    "Dataset under --data_dir: synthcaps or clotho (the Clotho layout), or prepared (written "
+    "by launch.prepare; splits train/val/test).",
+    DATASETS,
+  )
   data_dir: str = _f("data/synthcaps", "Dataset root (SynthCaps is rendered here if absent).")
   synthcaps_sizes: str = _f("3000,400,400", "SynthCaps clips per split: train,val,test.")
   synthcaps_seed: int = _f(0, "Seed of the SynthCaps rendering.")
+  noise_p: float = _f(
+    0.0,
+    "Noisy correspondence: the captions of this seeded fraction of the training (clip, caption) "
+    "pairs are shuffled among themselves (record: WORKDIR/noisy_pairs.json); val/test clean.",
+  )
   sample_rate: int = _f(16000, "Model sample rate in Hz (audio is resampled to it).")
   clip_seconds: float = _f(
     10.0,
@@ -68,6 +79,11 @@ class Config:
     True,
     "Compute each clip's log-mel once (in JAX) at load time instead "
     "of in every train step; crops then cut frames.",
+  )
+  audio_init: str = _f(
+    "",
+    "Orbax dir written by launch.convert_panns: its PANNs params and batch stats start the "
+    "audio trunk (arch and shapes must match --audio_encoder, fc1 is dropped); empty = random.",
   )
   text_encoder_dir: str = _f(
     "", "HF BERT-architecture checkpoint dir; empty = the bundled MiniLM-L6."
@@ -113,9 +129,17 @@ class Config:
   # Optimisation.
   batch_size: int = _f(128, "GLOBAL batch size (split over devices and hosts).")
   num_steps: int = _f(1500, "Training steps.")
+  num_epochs: int = _f(
+    0,
+    "Training epochs (passes over the training clip-caption pairs, batch_size per step, "
+    "last partial batch dropped); overrides --num_steps when > 0.",
+  )
   learning_rate: float = _f(1e-3, "Adam learning rate.")
   lr_decay_steps: int = _f(
     0, "Multiply the learning rate by --lr_decay_factor every k steps (0 = off)."
+  )
+  lr_decay_epochs: int = _f(
+    0, "Step decay every k epochs (as --num_epochs counts them); overrides --lr_decay_steps."
   )
   lr_decay_factor: float = _f(0.1, "Step-decay factor.")
   warmup_steps: int = _f(0, "Linear warm-up steps.")
@@ -130,6 +154,16 @@ class Config:
   keep_checkpoints: int = _f(2, "Latest checkpoints to keep (the best one is kept separately).")
   log_every: int = _f(25, "Log training metrics every k steps.")
   eval_batch_size: int = _f(256, "Batch size when embedding for evaluation.")
+  long_audio: str = _f(
+    "crop",
+    "Evaluation/inference of clips longer than --clip_seconds: crop (the first clip length) or "
+    "chunk (windows of --clip_seconds every --chunk_hop_seconds, last one zero-padded, chunk "
+    "embeddings mean-pooled and re-normalised).",
+    ("crop", "chunk"),
+  )
+  chunk_hop_seconds: float = _f(
+    0.0, "Hop between the chunks of --long_audio=chunk in seconds (0 = half of --clip_seconds)."
+  )
   rank_by: str = _f(
     "distance", "Ranking score of the reported metrics: learned distance or OT plan.", RANK_BY
   )
@@ -164,6 +198,21 @@ class Config:
     raw = json.loads(Path(path).read_text())
     known = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in raw.items() if k in known})
+
+  def with_epochs(self, num_pairs: int) -> "Config":
+    """--num_epochs / --lr_decay_epochs turned into steps, for num_pairs training pairs.
+
+    An epoch is num_pairs // batch_size steps (a loader over the (clip, caption) pairs that
+    drops the last partial batch: Clotho's 5 captions per clip make an epoch 5 passes over
+    the clips). Fields left at 0 keep their step counts.
+    """
+    per_epoch = max(1, num_pairs // self.batch_size)
+    kw = {}
+    if self.num_epochs:
+      kw["num_steps"] = self.num_epochs * per_epoch
+    if self.lr_decay_epochs:
+      kw["lr_decay_steps"] = self.lr_decay_epochs * per_epoch
+    return self.replace(**kw)
 
   def replace(self, **kw) -> "Config":
     return dataclasses.replace(self, **kw)
@@ -235,6 +284,64 @@ class Config:
       out.append(
         f"--metric_rank must be in [0, --embed_dim={self.embed_dim}], got {self.metric_rank}"
       )
+    if self.num_epochs < 0 or self.lr_decay_epochs < 0:
+      out.append("--num_epochs and --lr_decay_epochs must be >= 0")
+    if self.audio_init and self.audio_encoder not in PANNS_ENCODERS:
+      out.append(
+        f"--audio_init needs a PANNs --audio_encoder ({', '.join(PANNS_ENCODERS)}), "
+        f"got {self.audio_encoder!r}"
+      )
+    if not 0.0 <= self.chunk_hop_seconds <= self.clip_seconds:
+      out.append(
+        f"--chunk_hop_seconds must be in [0, --clip_seconds={self.clip_seconds}], "
+        f"got {self.chunk_hop_seconds}"
+      )
+    if not 0.0 <= self.noise_p < 1.0:
+      out.append(f"--noise_p must be in [0, 1), got {self.noise_p}")
     if self.lr_decay_steps < 0 or self.warmup_steps < 0 or self.grad_clip < 0:
       out.append("--lr_decay_steps, --warmup_steps and --grad_clip must be >= 0")
+    out.extend(self._combination_problems())
+    return out
+
+  def _combination_problems(self) -> list[str]:
+    """Values that are fine alone but cannot work together (or would be silently ignored)."""
+    out = []
+    if not 0.0 < self.lr_decay_factor <= 1.0:
+      out.append(f"--lr_decay_factor must be in (0, 1], got {self.lr_decay_factor}")
+    if not 0.001 <= self.plan_eps <= 10.0:
+      out.append(f"--plan_eps must be in [0.001, 10], got {self.plan_eps}")
+    if self.max_text_length > 512:
+      out.append(f"--max_text_length must be <= 512 (BERT positions), got {self.max_text_length}")
+    if not self.workdir.strip():
+      out.append("--workdir must not be empty")
+    if self.metric_rank and self.metric != "lowrank":
+      out.append(f"--metric_rank={self.metric_rank} needs --metric=lowrank, got {self.metric!r}")
+    if self.learn_temperature and self.loss != "contrastive":
+      out.append(f"--learn_temperature needs --loss=contrastive, got {self.loss!r}")
+    if self.clip_samples < self.n_fft > 0:
+      out.append(
+        f"--clip_seconds={self.clip_seconds} gives {self.clip_samples} samples, fewer than "
+        f"--n_fft={self.n_fft}"
+      )
+    if self.spec_augment and self.hop_length > 0 and self.n_mels > 0:
+      frames = 1 + self.clip_samples // self.hop_length
+      if not 1 <= self.spec_time_width <= frames:
+        out.append(
+          f"--spec_time_width must be in [1, {frames}] (the frames of a clip), got "
+          f"{self.spec_time_width}"
+        )
+      if not 1 <= self.spec_freq_width <= self.n_mels:
+        out.append(
+          f"--spec_freq_width must be in [1, --n_mels={self.n_mels}], got {self.spec_freq_width}"
+        )
+    if self.dataset == "synthcaps":
+      try:
+        train = self.sizes["development"]
+      except ValueError:
+        train = None  # reported above
+      if train is not None and self.batch_size > train:
+        out.append(
+          f"--batch_size={self.batch_size} exceeds the {train} SynthCaps training clips "
+          "(--synthcaps_sizes)"
+        )
     return out

@@ -106,11 +106,13 @@ def squared_mahalanobis(u: jax.Array, v: jax.Array, params: Params, kind: str) -
     vv = jnp.sum(v * v * d, axis=-1)
     cross = (u * d) @ v.T
   elif kind == "full":
-    m = params["M"]
+    # The symmetric part: (u - v)^T M (u - v) depends on nothing else, and the gradient
+    # w.r.t. M is then symmetric (that of the differences formula), so that Adam's
+    # elementwise step does not see a spurious antisymmetric part.
+    m = (params["M"] + params["M"].T) / 2
     um = u @ m
-    vm = v @ m.T
     uu = jnp.sum(um * u, axis=-1)
-    vv = jnp.sum(vm * v, axis=-1)
+    vv = jnp.sum((v @ m) * v, axis=-1)
     cross = um @ v.T
   else:
     raise ValueError(f"unknown metric kind {kind!r}")

@@ -12,6 +12,7 @@ KEYS = {"name", "params", "ours_s", "ref_s", "ratio", "agree"}
 def _run(*args: str) -> subprocess.CompletedProcess:
   return subprocess.run(
     [sys.executable, "-m", "benchmarks.run", *args],
+    check=False,
     cwd=REPO,
     capture_output=True,
     text=True,
@@ -37,7 +38,39 @@ def test_quick_loss_and_eval_rows_agree(tmp_path):
   assert len(table) == 1 + len(rows)
 
 
+def test_tiny_step_and_memory_rows(tmp_path):
+  """The demo train step vs its torch mirror (same losses), and the memory row."""
+  out_file = tmp_path / "rows.json"
+  out = _run("--tiny", "--only=step,memory", "--runs=1", f"--json={out_file}")
+  assert out.returncode == 0, out.stderr[-3000:]
+  rows = json.loads(out_file.read_text())
+  assert [r["name"] for r in rows] == ["step", "memory"]
+  step, memory = rows
+  assert KEYS <= set(step) and step["agree"] is True, step
+  assert step["params"]["max_loss_gap"] <= 1e-4, step
+  ours_sps, ref_sps = (float(x) for x in step["params"]["samples_s"].split("/"))
+  assert abs(ours_sps / ref_sps - step["ratio"]) <= 0.02 * step["ratio"], step
+  assert KEYS <= set(memory) and memory["agree"] is True, memory
+  for side in ("ours", "torch"):
+    peaks = memory[f"{side}_peak_bytes"]
+    assert list(peaks) == ["8"] and peaks["8"] > 0, memory
+  assert memory["xla_bytes"]["8"] > 0, memory
+
+
 def test_unknown_benchmark_is_one_line_usage_error():
   out = _run("--only=nope")
   assert out.returncode != 0
   assert "--only: unknown benchmark(s) nope" in out.stderr
+
+
+def test_towers_tiny_rows_agree(tmp_path):
+  """Cnn10 + a 2-layer BERT, forward + backward, ours vs torch (benchmarks/towers.py)."""
+  out_file = tmp_path / "rows.json"
+  out = _run("--tiny", "--only=towers", "--runs=1", f"--json={out_file}")
+  assert out.returncode == 0, out.stderr[-3000:]
+  rows = json.loads(out_file.read_text())
+  assert [r["name"] for r in rows] == ["towers_audio", "towers_text"]
+  for r in rows:
+    assert set(r) == KEYS and r["agree"] is True, r
+    ours_sps, ref_sps = (float(x) for x in r["params"]["samples_s"].split("/"))
+    assert abs(ours_sps / ref_sps - r["ratio"]) <= 0.02 * r["ratio"], r

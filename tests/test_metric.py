@@ -68,6 +68,24 @@ def test_full_metric_reads_off_diagonal_entries():
   assert diag == pytest.approx(2.0)
 
 
+def test_full_cost_and_gradient_of_unsymmetric_m_match_differences_formula():
+  """(u - v)^T M (u - v) for any M, and its gradient sum_ij w_ij d_ij d_ij^T (symmetric)."""
+  rng = np.random.default_rng(3)
+  d = 6
+  u = rng.normal(size=(4, d))
+  v = rng.normal(size=(5, d))
+  m = random_psd(rng, d) + 0.3 * rng.normal(size=(d, d))  # not symmetric
+  w = rng.normal(size=(4, 5))
+  with jax.enable_x64(True):
+    f = lambda mm: jnp.sum(w * metric_lib.squared_mahalanobis(u, v, {"M": mm}, "full"))
+    got, grad = jax.value_and_grad(f)(jnp.asarray(m))
+  diff = u[:, None, :] - v[None, :, :]  # [4, 5, d]
+  want = np.einsum("ij,ijk,kl,ijl->", w, diff, m, diff)
+  want_grad = np.einsum("ij,ijk,ijl->kl", w, diff, diff)
+  np.testing.assert_allclose(float(got), want, rtol=1e-12)
+  np.testing.assert_allclose(np.asarray(grad), want_grad, rtol=1e-10, atol=1e-12)
+
+
 def test_cost_gradient_finite_at_identical_points():
   u = jnp.ones((3, 8)) / jnp.sqrt(8.0)
   params = {"M": jnp.eye(8)}

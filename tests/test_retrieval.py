@@ -1,7 +1,8 @@
 """Tests for mltm_jax.evaluation.{retrieval, plan_ranking, report}.
 
 References: hand-built rankings, a per-query argsort loop written like the official
-evaluation (numpy brute force), and POT's ot.sinkhorn.
+evaluation (numpy brute force), float64 distances pair by pair, POT's ot.sinkhorn and a
+numpy log-domain Sinkhorn.
 """
 
 import warnings
@@ -11,7 +12,13 @@ import numpy as np
 import ot
 import pytest
 
-from mltm_jax.evaluation.plan_ranking import score_matrix, sinkhorn_log_plan, sinkhorn_plan
+from mltm_jax.evaluation.distance_ranks import distance_metrics, distance_ranks
+from mltm_jax.evaluation.plan_ranking import (
+  score_matrix,
+  sinkhorn_log_plan,
+  sinkhorn_log_plans_both,
+  sinkhorn_plan,
+)
 from mltm_jax.evaluation.report import format_metrics_table
 from mltm_jax.evaluation.retrieval import (
   METRIC_KEYS,
@@ -19,10 +26,11 @@ from mltm_jax.evaluation.retrieval import (
   a2t_ranks,
   modality_gap,
   retrieval_metrics,
+  split_metrics,
+  split_ranks,
   t2a_metrics,
   t2a_ranks,
 )
-
 
 # ---------------------------------------------------------------- brute-force references
 
@@ -315,3 +323,172 @@ def test_format_metrics_table():
   assert "rank_by: plan (eps=0.03, 10 iterations)" in text and "modality gap: 0.1235" in text
   with pytest.raises(ValueError, match="lacks"):
     format_metrics_table({"t2a": {"R@1": 1.0}})
+
+
+# ---------------------------------------------------------------- exact ranks by distance
+
+
+def _d2_brute(audio, text, m):
+  """float64 (a_i - t_j)^T M (a_i - t_j), pair by pair (identical pairs give identical values)."""
+  a, t, mm = (np.asarray(x, np.float64) for x in (audio, text, m))
+  out = np.empty((a.shape[0], t.shape[0]))
+  for i in range(a.shape[0]):
+    for j in range(t.shape[0]):
+      e = a[i] - t[j]
+      out[i, j] = e @ mm @ e
+  return out
+
+
+def _brute_ranks(audio, text, m, c2c):
+  d2 = _d2_brute(audio, text, m)
+  return t2a_ranks(-d2.T, c2c), a2t_ranks(-d2, c2c)[0], d2
+
+
+def _unit(x):
+  return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def _random_split(rng, n, d, noise):
+  audio = _unit(rng.normal(size=(n, d)))
+  c2c = np.repeat(np.arange(n), 5)
+  text = _unit(audio[c2c] + noise * _unit(rng.normal(size=(5 * n, d))))
+  a = rng.normal(size=(d, d))
+  return audio, text, c2c, np.eye(d) + a @ a.T / (2 * d)
+
+
+@pytest.mark.parametrize("bound", ["statistical", "worst_case"])
+def test_distance_ranks_equal_float64_brute_force(bound):
+  rng = np.random.default_rng(8)
+  audio, text, c2c, m = _random_split(rng, 40, 24, noise=2.0)
+  want_t2a, want_a2t, d2 = _brute_ranks(audio, text, m, c2c)
+  for fraction in (0.25, 1.0):  # small sizes: the float64 matrix / always refine
+    r = distance_ranks(audio, text, c2c, m, bound=bound, max_refine_fraction=fraction)
+    assert r.fallback == (fraction < 1.0 and r.fallback)
+    np.testing.assert_array_equal(r.t2a, want_t2a)
+    np.testing.assert_array_equal(r.a2t, want_a2t)
+  assert not r.fallback
+  got = distance_metrics(audio, text, c2c, m, bound=bound)
+  _assert_metrics_equal(got["t2a"], ref_t2a(-d2.T, c2c))
+  _assert_metrics_equal(got["a2t"], ref_a2t(-d2, c2c))
+  assert 10 < got["t2a"]["R@1"] < 100
+
+
+def _at_distance(rng, center, q, m, rel):
+  """center + e with e^T M e = q (1 + rel), e in a random direction (float64)."""
+  e = rng.normal(size=center.shape)
+  return center + e * np.sqrt(q * (1.0 + rel) / (e @ m @ e))
+
+
+def test_distance_ranks_near_ties_are_refined_in_float64():
+  """Distractors 1e-9 (relative) nearer or farther than the truth, and exact duplicates:
+  float32 cannot order them, float64 can; the ranks must be the float64 ones."""
+  rng = np.random.default_rng(9)
+  n, d = 30, 32
+  audio, text, c2c, m = _random_split(rng, n, d, noise=0.7)
+  audio, text = audio.copy(), text.copy()
+  for j in range(0, 5 * n, 7):  # T2A: clip k at (1 +- 1e-9) the distance of caption j's clip
+    k = (c2c[j] + 1 + j % 5) % n
+    q = (text[j] - audio[c2c[j]]) @ m @ (text[j] - audio[c2c[j]])
+    audio[k] = _at_distance(rng, text[j], q, m, 1e-9 if j % 2 else -1e-9)
+  audio[3] = audio[4]  # identical clips: an exact tie for their captions (pessimistic)
+  for i in range(0, n, 3):  # A2T: another clip's caption at a near-equal distance to clip i
+    r = 5 * i + 2
+    x = 5 * ((i + 2) % n) + 4
+    q = (text[r] - audio[i]) @ m @ (text[r] - audio[i])
+    text[x] = _at_distance(rng, audio[i], q, m, -1e-9 if i % 2 else 1e-9)
+  text[5 * 7 + 1] = text[5 * 8]  # a caption of clip 7 duplicated as one of clip 8
+  r = distance_ranks(audio, text, c2c, m, max_refine_fraction=1.0)  # small: always refine
+  want_t2a, want_a2t, _ = _brute_ranks(audio, text, m, c2c)
+  assert r.refined > 0 and not r.fallback
+  np.testing.assert_array_equal(r.t2a, want_t2a)
+  np.testing.assert_array_equal(r.a2t, want_a2t)
+  # float32 scores alone do not give these ranks.
+  d2_32 = _d2_brute(audio.astype(np.float32), text.astype(np.float32), m.astype(np.float32))
+  d2_32 = d2_32.astype(np.float32).astype(np.float64)
+  assert not (
+    np.array_equal(t2a_ranks(-d2_32.T, c2c), want_t2a)
+    and np.array_equal(a2t_ranks(-d2_32, c2c)[0], want_a2t)
+  )
+
+
+def test_distance_ranks_collapsed_model_and_fallback():
+  rng = np.random.default_rng(10)
+  n, d = 12, 8
+  c2c = np.repeat(np.arange(n), 5)
+  same = _unit(rng.normal(size=(1, d)))
+  audio, text = np.repeat(same, n, axis=0), np.repeat(same, 5 * n, axis=0)
+  m = np.eye(d)
+  r = distance_ranks(audio.astype(np.float32), text.astype(np.float32), c2c, m)
+  np.testing.assert_array_equal(r.t2a, np.full(5 * n, n))  # every clip ties: worst rank
+  np.testing.assert_array_equal(r.a2t, np.tile(np.arange(5 * n - 4, 5 * n + 1), (n, 1)))
+  audio, text, c2c, m = _random_split(rng, 20, 16, noise=1.0)
+  forced = distance_ranks(audio, text, c2c, m, max_refine_fraction=0.0)
+  assert forced.fallback
+  want_t2a, want_a2t, _ = _brute_ranks(audio, text, m, c2c)
+  np.testing.assert_array_equal(forced.t2a, want_t2a)
+  np.testing.assert_array_equal(forced.a2t, want_a2t)
+
+
+def test_distance_ranks_variable_captions_and_errors():
+  rng = np.random.default_rng(11)
+  counts = rng.integers(1, 8, size=15)
+  c2c = rng.permutation(np.repeat(np.arange(15), counts))
+  audio = _unit(rng.normal(size=(15, 10)))
+  text = _unit(audio[c2c] + _unit(rng.normal(size=(c2c.size, 10))))
+  m = np.diag(rng.uniform(0.5, 2.0, 10))
+  r = distance_ranks(audio, text, c2c, m)
+  want_t2a, want_a2t, _ = _brute_ranks(audio, text, m, c2c)
+  np.testing.assert_array_equal(r.counts, counts)
+  np.testing.assert_array_equal(r.t2a, want_t2a)
+  np.testing.assert_array_equal(r.a2t, want_a2t)
+  with pytest.raises(ValueError, match="metric_matrix"):
+    distance_ranks(audio, text, c2c, np.eye(9))
+  with pytest.raises(ValueError, match="NaN"):
+    distance_ranks(np.full_like(audio, np.nan), text, c2c, m)
+  with pytest.raises(ValueError, match="bound"):
+    distance_ranks(audio, text, c2c, m, bound="exact")
+
+
+def test_split_ranks_match_numpy_ranks_with_ties():
+  rng = np.random.default_rng(12)
+  counts = rng.integers(1, 6, size=20)
+  c2c = rng.permutation(np.repeat(np.arange(20), counts))
+  s = rng.integers(0, 4, size=(20, c2c.size)).astype(np.float32)  # many ties
+  st = rng.integers(0, 4, size=(20, c2c.size)).astype(np.float32)
+  t2a, a2t, got_counts = split_ranks(s, st, c2c)
+  np.testing.assert_array_equal(t2a, t2a_ranks(st.T, c2c))
+  want, want_counts = a2t_ranks(s, c2c)
+  np.testing.assert_array_equal(a2t, want)
+  np.testing.assert_array_equal(got_counts, want_counts)
+  m = split_metrics(s, st, c2c)
+  _assert_metrics_equal(m["a2t"], a2t_metrics(s, c2c))
+  _assert_metrics_equal(m["t2a"], t2a_metrics(st.T, c2c))
+
+
+def _numpy_log_sinkhorn(cost, eps, iters):
+  """Independent float64 log-domain Sinkhorn-Knopp (POT's updates, scipy logsumexp)."""
+  from scipy.special import logsumexp
+
+  c = cost / cost.max()
+  nq, ng = c.shape
+  log_k = -c / eps
+  log_u, log_v = np.full(nq, -np.log(nq)), np.full(ng, -np.log(ng))
+  for _ in range(iters):
+    log_v = -np.log(ng) - logsumexp(log_k + log_u[:, None], axis=0)
+    log_u = -np.log(nq) - logsumexp(log_k + log_v[None, :], axis=1)
+  return log_u[:, None] + log_k + log_v[None, :]
+
+
+@pytest.mark.parametrize("eps", [0.03, 0.001])  # kernel domain / log domain
+def test_both_direction_plans_match_references(eps):
+  rng = np.random.default_rng(13)
+  cost = 2.0 * rng.random((17, 40))
+  with jax.enable_x64(True):
+    rows, cols_t = (np.asarray(x) for x in sinkhorn_log_plans_both(cost, eps, 10))
+    single = np.asarray(sinkhorn_log_plan(cost, eps, 10))
+  np.testing.assert_allclose(rows, _numpy_log_sinkhorn(cost, eps, 10), rtol=0, atol=1e-9)
+  np.testing.assert_allclose(cols_t.T, _numpy_log_sinkhorn(cost.T, eps, 10), rtol=0, atol=1e-9)
+  np.testing.assert_allclose(single, rows, rtol=0, atol=1e-12)
+  if eps >= 0.01:  # POT (kernel domain) does not underflow here
+    np.testing.assert_allclose(np.exp(rows), _pot_plan(cost, eps, 10), rtol=1e-10)
+    np.testing.assert_allclose(np.exp(cols_t.T), _pot_plan(cost.T, eps, 10), rtol=1e-10)

@@ -32,6 +32,7 @@ class Split:
   clip_captions: per clip, int32 indices into ``captions``.
   skipped: (file_name, reason) of the clips left out.
   """
+
   name: str
   file_names: list[str]
   waves: list[np.ndarray]
@@ -46,8 +47,9 @@ class Split:
     return len(self.waves)
 
 
-def load_split(root: str | Path, split: str, sample_rate: int, *, progress: bool = True,
-               num_workers: int = 4) -> Split:
+def load_split(
+  root: str | Path, split: str, sample_rate: int, *, progress: bool = True, num_workers: int = 4
+) -> Split:
   """Reads a Clotho-layout split and decodes its audio (resampled to sample_rate)."""
   items, skipped = read_clotho_split(root, split)
   skipped = list(skipped)
@@ -60,8 +62,16 @@ def load_split(root: str | Path, split: str, sample_rate: int, *, progress: bool
       results[i] = e
 
   with futures.ThreadPoolExecutor(num_workers) as pool:
-    list(tqdm(pool.map(decode, range(len(items))), total=len(items), disable=not progress,
-              desc=f"decode {split}", unit="clip", leave=False))
+    list(
+      tqdm(
+        pool.map(decode, range(len(items))),
+        total=len(items),
+        disable=not progress,
+        desc=f"decode {split}",
+        unit="clip",
+        leave=False,
+      )
+    )
   file_names, waves, captions, cap2clip, clip_caps = [], [], [], [], []
   for item, res in zip(items, results):
     if isinstance(res, AudioError):
@@ -78,8 +88,9 @@ def load_split(root: str | Path, split: str, sample_rate: int, *, progress: bool
     logging.warning("%s/%s: skipped %s (%s)", root, split, name, reason)
   if not waves:
     raise ValueError(f"{root}/{split}: no usable clips ({len(skipped)} skipped)")
-  return Split(split, file_names, waves, captions, np.asarray(cap2clip, np.int32), clip_caps,
-               skipped)
+  return Split(
+    split, file_names, waves, captions, np.asarray(cap2clip, np.int32), clip_caps, skipped
+  )
 
 
 def eval_waves(split: Split, clip_samples: int) -> np.ndarray:
@@ -87,8 +98,14 @@ def eval_waves(split: Split, clip_samples: int) -> np.ndarray:
   return np.stack([fix_length(w, clip_samples, None) for w in split.waves]).astype(np.float32)
 
 
-def attach_mels(split: Split, mel_fn: Callable[[np.ndarray], np.ndarray], clip_samples: int,
-                hop_length: int, batch_size: int = 32, progress: bool = True) -> None:
+def attach_mels(
+  split: Split,
+  mel_fn: Callable[[np.ndarray], np.ndarray],
+  clip_samples: int,
+  hop_length: int,
+  batch_size: int = 32,
+  progress: bool = True,
+) -> None:
   """Computes every clip's log-mel once: ``split.mels[i]`` float32 [F_i, n_mels].
 
   Each clip is zero-padded to at least clip_samples (as ``fix_length`` does), so
@@ -102,17 +119,18 @@ def attach_mels(split: Split, mel_fn: Callable[[np.ndarray], np.ndarray], clip_s
   for i, n in enumerate(lengths):
     buckets.setdefault(-(-n // clip_samples) * clip_samples, []).append(i)
   mels: list[np.ndarray] = [np.empty(0)] * len(split.waves)
-  with tqdm(total=len(lengths), desc=f"log-mel {split.name}", unit="clip", leave=False,
-            disable=not progress) as bar:
+  with tqdm(
+    total=len(lengths), desc=f"log-mel {split.name}", unit="clip", leave=False, disable=not progress
+  ) as bar:
     for width, members in sorted(buckets.items()):
       for start in range(0, len(members), batch_size):
-        idx = members[start:start + batch_size]
+        idx = members[start : start + batch_size]
         batch = np.zeros((batch_size, width), np.float32)
         for r, i in enumerate(idx):
-          batch[r, :len(split.waves[i])] = split.waves[i]
+          batch[r, : len(split.waves[i])] = split.waves[i]
         out = np.asarray(mel_fn(batch))
         for r, i in enumerate(idx):
-          mels[i] = np.ascontiguousarray(out[r, :1 + lengths[i] // hop_length])
+          mels[i] = np.ascontiguousarray(out[r, : 1 + lengths[i] // hop_length])
         bar.update(len(idx))
   split.mels = mels
 
@@ -122,15 +140,29 @@ def eval_mels(split: Split, clip_frames: int) -> np.ndarray:
   return np.stack([m[:clip_frames] for m in split.mels]).astype(np.float32)
 
 
-def crop_mel_batch(mels: list[np.ndarray], clips: np.ndarray, clip_frames: int, seed: int,
-                   step: int) -> np.ndarray:
-  """[B, clip_frames, n_mels]: random frame crops (seeded by step) of precomputed log-mels."""
+def _crop_starts(lengths: list[int], size: int, seed: int, step: int) -> list[int]:
+  """Random crop starts of a GLOBAL batch (seeded by step; 0 where a clip is not longer)."""
   rng = np.random.default_rng([seed, step, 1])
-  out = np.empty((len(clips), clip_frames, mels[0].shape[1]), np.float32)
-  for r, c in enumerate(clips):
-    m = mels[c]
-    start = int(rng.integers(0, len(m) - clip_frames + 1)) if len(m) > clip_frames else 0
-    out[r] = m[start:start + clip_frames]
+  return [int(rng.integers(0, n - size + 1)) if n > size else 0 for n in lengths]
+
+
+def crop_mel_batch(
+  mels: list[np.ndarray],
+  clips: np.ndarray,
+  clip_frames: int,
+  seed: int,
+  step: int,
+  rows: slice = slice(None),
+) -> np.ndarray:
+  """[R, clip_frames, n_mels]: random frame crops (seeded by step) of precomputed log-mels.
+
+  clips: the GLOBAL batch [B]; rows: the rows to return (a host's share), whose crops are
+  those of the whole batch, whatever the number of hosts."""
+  starts = _crop_starts([len(mels[c]) for c in clips], clip_frames, seed, step)
+  sel = range(len(clips))[rows]
+  out = np.empty((len(sel), clip_frames, mels[0].shape[1]), np.float32)
+  for r, i in enumerate(sel):
+    out[r] = mels[clips[i]][starts[i] : starts[i] + clip_frames]
   return out
 
 
@@ -154,8 +186,9 @@ class PairSampler:
     rng = np.random.default_rng([self.seed, epoch, 0])
     order = rng.permutation(len(self.clip_captions))
     choice = rng.integers(0, 1 << 30, size=len(order))
-    caps = np.array([c[k % len(c)] for c, k in zip(
-        (self.clip_captions[i] for i in order), choice)], np.int64)
+    caps = np.array(
+      [c[k % len(c)] for c, k in zip((self.clip_captions[i] for i in order), choice)], np.int64
+    )
     return order, caps
 
   def global_batch(self, step: int) -> tuple[np.ndarray, np.ndarray]:
@@ -166,13 +199,23 @@ class PairSampler:
     return order[sl], caps[sl]
 
 
-def crop_batch(waves: list[np.ndarray], clips: np.ndarray, clip_samples: int, seed: int,
-               step: int) -> np.ndarray:
-  """[B, clip_samples] float32: random crops (seeded by step) / zero-padding."""
-  rng = np.random.default_rng([seed, step, 1])
-  out = np.zeros((len(clips), clip_samples), np.float32)
-  for r, c in enumerate(clips):
-    out[r] = fix_length(waves[c], clip_samples, rng)
+def crop_batch(
+  waves: list[np.ndarray],
+  clips: np.ndarray,
+  clip_samples: int,
+  seed: int,
+  step: int,
+  rows: slice = slice(None),
+) -> np.ndarray:
+  """[R, clip_samples] float32: random crops (seeded by step) / zero-padding.
+
+  clips: the GLOBAL batch [B]; rows: the rows to return (as crop_mel_batch)."""
+  starts = _crop_starts([len(waves[c]) for c in clips], clip_samples, seed, step)
+  sel = range(len(clips))[rows]
+  out = np.zeros((len(sel), clip_samples), np.float32)
+  for r, i in enumerate(sel):
+    w = waves[clips[i]][starts[i] : starts[i] + clip_samples]
+    out[r, : len(w)] = w
   return out
 
 

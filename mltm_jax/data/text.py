@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +44,18 @@ class TextEncoder:
     return tokenize(self.tokenizer, captions, self.max_length)
 
   def _pooled_fn(self, params, toks):
-    hidden = self._module.apply({"params": params}, toks["input_ids"], toks["attention_mask"],
-                                toks["token_type_ids"], deterministic=True)
+    hidden = self._module.apply(
+      {"params": params},
+      toks["input_ids"],
+      toks["attention_mask"],
+      toks["token_type_ids"],
+      deterministic=True,
+    )
     return pool_text(hidden, toks["attention_mask"], self.pooling)
 
-  def features(self, captions: list[str], batch_size: int = 256,
-               progress: bool = True) -> np.ndarray:
+  def features(
+    self, captions: list[str], batch_size: int = 256, progress: bool = True
+  ) -> np.ndarray:
     """Pooled frozen-encoder outputs, float32 [N, H] (eval mode, no dropout).
 
     Captions are sorted by token length and each batch is cut to its longest
@@ -61,23 +68,29 @@ class TextEncoder:
     lengths = toks["attention_mask"].sum(axis=1)
     order = np.argsort(-lengths, kind="stable")
     out = np.zeros((len(captions), self.config.hidden_size), np.float32)
-    for start in tqdm(range(0, len(captions), batch_size), desc="encode captions",
-                      disable=not progress, leave=False, unit="batch"):
-      rows = order[start:start + batch_size]
+    for start in tqdm(
+      range(0, len(captions), batch_size),
+      desc="encode captions",
+      disable=not progress,
+      leave=False,
+      unit="batch",
+    ):
+      rows = order[start : start + batch_size]
       width = int(min(self.max_length, -(-max(int(lengths[rows].max()), 1) // 8) * 8))
       chunk = {k: v[rows, :width] for k, v in toks.items()}
       pad = batch_size - len(rows)
       if pad:
         chunk = {k: np.concatenate([v, np.zeros((pad, width), v.dtype)]) for k, v in chunk.items()}
-      out[rows] = np.asarray(self._pooled(self.params, chunk))[:len(rows)]
+      out[rows] = np.asarray(self._pooled(self.params, chunk))[: len(rows)]
     return out
 
 
-def cached_features(encoder: TextEncoder, captions: list[str], cache_dir: str | Path,
-                    progress: bool = True) -> np.ndarray:
+def cached_features(
+  encoder: TextEncoder, captions: list[str], cache_dir: str | Path, progress: bool = True
+) -> np.ndarray:
   """``encoder.features(captions)``, cached on disk under a key of everything it depends on."""
-  key = hashlib.sha256(json.dumps(
-      [str(encoder.dir.resolve()), encoder.pooling, encoder.max_length, captions]).encode()
+  key = hashlib.sha256(
+    json.dumps([str(encoder.dir.resolve()), encoder.pooling, encoder.max_length, captions]).encode()
   ).hexdigest()[:16]
   path = Path(cache_dir) / f"text_features_{key}.npy"
   if path.is_file():
@@ -89,16 +102,20 @@ def cached_features(encoder: TextEncoder, captions: list[str], cache_dir: str | 
       logging.warning("text feature cache %s unreadable (%s); recomputing", path, e)
   feats = encoder.features(captions, progress=progress)
   path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_suffix(".tmp.npy")
+  tmp = path.with_suffix(f".{uuid.uuid4().hex[:12]}.tmp.npy")  # processes may share cache_dir
   np.save(tmp, feats)
   tmp.replace(path)
   return feats
 
 
-def text_inputs(encoder: TextEncoder, captions: list[str], frozen: bool, cache_dir: str | Path,
-                progress: bool = True) -> Any:
+def text_inputs(
+  encoder: TextEncoder,
+  captions: list[str],
+  frozen: bool,
+  cache_dir: str | Path,
+  progress: bool = True,
+) -> Any:
   """What the text tower consumes for these captions: features [N, H] or token dict [N, L]."""
   if frozen:
     return cached_features(encoder, captions, cache_dir, progress)
   return encoder.tokens(captions)
-

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from mltm_jax.evaluation.retrieval import METRIC_KEYS
 

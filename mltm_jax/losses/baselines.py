@@ -84,10 +84,27 @@ def bidirectional_ranking(sim: jax.Array, margin: float = 0.2) -> jax.Array:
   return (jnp.sum(a2t) + jnp.sum(t2a)) / sim.shape[0]
 
 
+def _log_softmax(x: jax.Array, axis: int) -> jax.Array:
+  """``jax.nn.log_softmax``, robust to huge logits.
+
+  XLA:CPU fuses ``x - max(x)`` with the division that made ``x`` (logits / temperature) into
+  a fused multiply-add, so the max element's shifted logit is the product's rounding error
+  instead of 0: up to half an ulp of ``x``, i.e. beyond +-88 (where float32's exp overflows
+  or every term underflows) once ``|x| > ~1.5e9`` (found by tests/test_fuzz.py: an infinite
+  InfoNCE loss). A second shift by the max of the shifted logits (a plain subtraction)
+  makes the largest 0 up to rounding. The result and the gradient are those of log_softmax
+  (a constant shift changes neither).
+  """
+  sg = jax.lax.stop_gradient
+  shifted = x - sg(jnp.max(x, axis=axis, keepdims=True))
+  shifted = shifted - sg(jnp.max(shifted, axis=axis, keepdims=True))
+  return shifted - jnp.log(jnp.sum(jnp.exp(shifted), axis=axis, keepdims=True))
+
+
 def _diag_cross_entropy(logits: jax.Array) -> jax.Array:
   """Symmetric cross-entropy with diagonal targets, ``[B, B]`` -> scalar."""
-  row = jax.nn.log_softmax(logits, axis=1)
-  col = jax.nn.log_softmax(logits, axis=0)
+  row = _log_softmax(logits, axis=1)
+  col = _log_softmax(logits, axis=0)
   return -0.5 * (jnp.mean(jnp.diagonal(row)) + jnp.mean(jnp.diagonal(col)))
 
 

@@ -230,17 +230,10 @@ def load_panns_checkpoint(
   import orbax.checkpoint as ocp
 
   directory = Path(directory).absolute()
-  if not directory.is_dir():
-    raise FileNotFoundError(f"{directory}: no such checkpoint directory")
   with ocp.StandardCheckpointer() as ckptr:
-    meta = ckptr.metadata(directory)
-    tree = getattr(meta, "item_metadata", meta)  # StepMetadata -> its tree (orbax >= 0.11)
-    tree = getattr(tree, "tree", tree)
-    if not isinstance(tree, dict) or set(tree) != {"params", "batch_stats"}:
-      keys = sorted(tree) if isinstance(tree, dict) else type(tree).__name__
-      raise ValueError(f"{directory}: expected a checkpoint of params and batch_stats, got {keys}")
+    tree = _metadata_tree(ckptr, directory)
     target = jax.tree.map(
-      lambda m: jax.ShapeDtypeStruct(m.shape, np.float32), dict(tree), is_leaf=_is_array_metadata
+      lambda m: jax.ShapeDtypeStruct(m.shape, np.float32), tree, is_leaf=_is_array_metadata
     )
     restored = ckptr.restore(directory, target)
   out = jax.tree.map(lambda a: np.asarray(a, dtype=np.float32), restored)
@@ -252,3 +245,100 @@ def load_panns_checkpoint(
 
 def _is_array_metadata(x: Any) -> bool:
   return hasattr(x, "shape") and hasattr(x, "dtype")
+
+
+def _metadata_tree(ckptr: Any, directory: Path) -> dict[str, Any]:
+  """{'params', 'batch_stats'} -> array metadata (shapes, no values) of a saved checkpoint."""
+  if not directory.is_dir():
+    raise FileNotFoundError(f"{directory}: no such checkpoint directory")
+  meta = ckptr.metadata(directory)
+  tree = getattr(meta, "item_metadata", meta)  # StepMetadata -> its tree (orbax >= 0.11)
+  tree = getattr(tree, "tree", tree)
+  if not isinstance(tree, dict) or set(tree) != {"params", "batch_stats"}:
+    keys = sorted(tree) if isinstance(tree, dict) else type(tree).__name__
+    raise ValueError(f"{directory}: expected a checkpoint of params and batch_stats, got {keys}")
+  return dict(tree)
+
+
+# ---------------------------------------------------------------- a training run's audio trunk
+
+
+def arch_of_variables(params: dict[str, Any]) -> str | None:
+  """The PANNs architecture whose (our) parameter tree this is, by module names; else None."""
+  if "layer1_0" in params:
+    return "resnet38"
+  if "conv_block6" in params:
+    return "cnn14"
+  if "conv_block4" in params:
+    return "cnn10"
+  return None
+
+
+def _flat_shapes(tree: Any, prefix: str) -> dict[str, tuple[int, ...]]:
+  """{'prefix/a/b': shape} for every leaf of a nested dict of arrays (or array metadata)."""
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, dict) or hasattr(v, "items"):
+      out.update(_flat_shapes(v, f"{prefix}/{k}"))
+    else:
+      out[f"{prefix}/{k}"] = tuple(v.shape)
+  return out
+
+
+def _check_trunk_tree(
+  directory: Path, arch: str, saved: dict[str, Any], params_like: Any, stats_like: Any
+) -> None:
+  """Raises ValueError (one line) unless `saved` holds exactly the trunk's variables (+ fc1)."""
+  found = arch_of_variables(saved["params"])
+  if found is None:
+    raise ValueError(f"{directory}: not a converted PANNs checkpoint (no PANNs module names)")
+  if found != arch:
+    raise ValueError(f"{directory}: holds PANNs {found} weights, but the audio encoder is {arch}")
+  got = {
+    **_flat_shapes({k: v for k, v in saved["params"].items() if k != "fc1"}, "params"),
+    **_flat_shapes(saved["batch_stats"], "batch_stats"),
+  }
+  want = {**_flat_shapes(params_like, "params"), **_flat_shapes(stats_like, "batch_stats")}
+  missing = sorted(set(want) - set(got))
+  unexpected = sorted(set(got) - set(want))
+  bad_shape = [
+    f"{k} {got[k]} expected {want[k]}" for k in sorted(set(want) & set(got)) if got[k] != want[k]
+  ]
+  problems = []
+  if missing:
+    problems.append(f"missing {_listed(missing)}")
+  if unexpected:
+    problems.append(f"unexpected {_listed(unexpected)}")
+  if bad_shape:
+    problems.append(f"mis-shaped {_listed(bad_shape)}")
+  if problems:
+    raise ValueError(f"{directory}: does not fit the {arch} trunk ({'; '.join(problems)})")
+
+
+def check_trunk_checkpoint(
+  directory: str | os.PathLike, arch: str, params_like: Any, stats_like: Any
+) -> None:
+  """Checks, from the checkpoint's metadata only (no values read), that `directory` (written
+  by `save_panns_checkpoint`) holds PANNs `arch` weights whose tensors are exactly those of
+  `params_like` / `stats_like` (the trunk's params and batch stats, or their shapes), fc1 aside.
+
+  Raises FileNotFoundError, or ValueError with one line naming the architecture found or the
+  missing, unexpected and mis-shaped variables (e.g. ``params/bn0/scale (64,) expected (40,)``).
+  """
+  import orbax.checkpoint as ocp
+
+  directory = Path(directory).absolute()
+  with ocp.StandardCheckpointer() as ckptr:
+    saved = _metadata_tree(ckptr, directory)
+  _check_trunk_tree(directory, arch, saved, params_like, stats_like)
+
+
+def load_trunk_checkpoint(
+  directory: str | os.PathLike, arch: str, params_like: Any, stats_like: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+  """(params, batch_stats) of a PANNs trunk from `directory`, fc1 dropped, after the checks of
+  `check_trunk_checkpoint`. float32 numpy, same tree structure as params_like / stats_like.
+  """
+  directory = Path(directory).absolute()
+  check_trunk_checkpoint(directory, arch, params_like, stats_like)
+  return load_panns_checkpoint(directory, include_fc1=False)

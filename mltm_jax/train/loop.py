@@ -13,11 +13,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mltm_jax.config import Config
+from mltm_jax.data.noise import apply_noise
 from mltm_jax.data.pipeline import PairSampler, crop_batch, crop_mel_batch, host_slice, prefetch
 from mltm_jax.evaluation.evaluate import retrieval_report, selection_score
 from mltm_jax.train.checkpoint import Checkpoints
 from mltm_jax.train.metrics_writer import MetricsWriter
-from mltm_jax.train.setup import build_run, load
+from mltm_jax.train.setup import build_run, check_audio_init, load
 from mltm_jax.train.step import make_train_step, to_global
 
 
@@ -37,10 +38,15 @@ def write_run_config(cfg: Config, workdir: Path) -> None:
 
 
 class _Preemption:
-  """SIGTERM sets a flag; the loop then saves a checkpoint and returns cleanly."""
+  """SIGTERM sets a flag; the loop then saves a checkpoint and returns cleanly.
 
-  def __init__(self):
+  With several processes they must stop at the same step (checkpoint saves are collective):
+  every ``sync_every`` steps they all-gather their flags and stop if any process got SIGTERM.
+  """
+
+  def __init__(self, sync_every: int = 10):
     self.requested = False
+    self.sync_every = sync_every
     try:
       signal.signal(signal.SIGTERM, self._handle)
     except ValueError:  # not in the main thread
@@ -50,6 +56,45 @@ class _Preemption:
     del signum, frame
     self.requested = True
 
+  def stop(self, done: int, last: int) -> bool:
+    """Whether to checkpoint and return after step ``done`` (``last``: the final step)."""
+    if jax.process_count() == 1:
+      return self.requested
+    if done % self.sync_every and done != last:
+      return False
+    from jax.experimental import multihost_utils
+
+    return bool(np.any(multihost_utils.process_allgather(np.int32(self.requested))))
+
+
+def log_skipped(step: int, skipped: int, logged: int) -> int:
+  """Warns once about the updates the NaN guard skipped since the last log; returns the new
+  logged count (skipped: the state's running count)."""
+  if skipped > logged:
+    logging.warning(
+      "step %d: %d update(s) skipped since the last log (non-finite loss or gradient; %d in total)",
+      step,
+      skipped - logged,
+      skipped,
+    )
+  return skipped
+
+
+def _resumed_best(ckpts: Checkpoints, best_path: Path, write: bool) -> dict:
+  """The best validation so far. The best checkpoint on disk decides (best.json is written
+  after it, so a run killed in between leaves best.json one best behind; it is rewritten)."""
+  on_disk = ckpts.best_so_far()
+  if on_disk is None:
+    return {"score": -1.0}
+  step, score = on_disk
+  written = json.loads(best_path.read_text()) if best_path.is_file() else {}
+  if written.get("step") == step:
+    return written
+  best = {"score": score, "step": step, "report": None}
+  if write:
+    best_path.write_text(json.dumps(best, indent=2))
+  return best
+
 
 def train_and_evaluate(cfg: Config) -> dict:
   """Trains, keeps the best validation checkpoint, evaluates it on the test split.
@@ -57,6 +102,7 @@ def train_and_evaluate(cfg: Config) -> dict:
   Returns the final metrics (also written to WORKDIR/final_metrics.json).
   """
   t_start = time.time()
+  check_audio_init(cfg)  # a mismatched --audio_init fails before any file or data work
   workdir = Path(cfg.workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   main_process = jax.process_index() == 0
@@ -65,6 +111,8 @@ def train_and_evaluate(cfg: Config) -> dict:
 
   # Data: splits in memory, caption inputs (frozen-encoder features are cached).
   train, val = load(cfg, "train", cfg.progress), load(cfg, "val", cfg.progress)
+  train = apply_noise(cfg, train, workdir, write=main_process)  # --noise_p: training pairs only
+  cfg = cfg.with_epochs(len(train.captions))  # --num_epochs / --lr_decay_epochs -> steps
   run = build_run(cfg)
   cache = workdir / "cache"
   run.prepare_audio(train, cfg.progress)
@@ -87,7 +135,8 @@ def train_and_evaluate(cfg: Config) -> dict:
     state = restored
   start = int(state.step)
   best_path = workdir / "best.json"
-  best = json.loads(best_path.read_text()) if best_path.is_file() else {"score": -1.0}
+  best = _resumed_best(ckpts, best_path, main_process)
+  skipped_logged = int(state.skipped)
 
   # Batches: a pure function of the step (exact resume), this host's rows only.
   sampler = PairSampler(train.clip_captions, cfg.batch_size, cfg.seed)
@@ -95,12 +144,11 @@ def train_and_evaluate(cfg: Config) -> dict:
 
   def make_batch(step: int) -> dict:
     clips, caps = sampler.global_batch(step)
-    clips, caps = clips[rows], caps[rows]
-    text = jax.tree.map(lambda x: x[caps], train_text)
-    audio = (
-      crop_mel_batch(train.mels, clips, run.clip_frames, cfg.seed, step)
+    text = jax.tree.map(lambda x: x[caps[rows]], train_text)
+    audio = (  # crops drawn for the global batch: the same whatever the number of hosts
+      crop_mel_batch(train.mels, clips, run.clip_frames, cfg.seed, step, rows)
       if train.mels is not None
-      else crop_batch(train.waves, clips, cfg.clip_samples, cfg.seed, step)
+      else crop_batch(train.waves, clips, cfg.clip_samples, cfg.seed, step, rows)
     )
     return {"audio": audio, "text": text}
 
@@ -154,16 +202,15 @@ def train_and_evaluate(cfg: Config) -> dict:
         },
       )
       bar.set_postfix(loss=f"{float(m['loss']):.4f}", skipped=int(m["skipped"]))
-      if not np.isfinite(m["loss"]):
-        logging.warning(
-          "step %d: non-finite loss, update skipped (%d so far)", done, int(m["skipped"])
-        )
+      skipped_logged = log_skipped(done, int(m["skipped"]), skipped_logged)
     if done % cfg.eval_every == 0 or done == cfg.num_steps:
       validate(done)
       ckpts.save_latest(done, state, force=True)
-    if preempt.requested:
-      ckpts.save_latest(done, state, force=True)
+    if preempt.stop(done, cfg.num_steps):
+      ckpts.save_latest(done, state, force=True)  # no-op if this step was just saved
       ckpts.wait()
+      ckpts.close()
+      writer.close()
       bar.close()
       logging.warning("SIGTERM: checkpoint saved at step %d; exiting", done)
       return {}

@@ -24,8 +24,13 @@ DATA_AXIS = "data"
 
 
 def make_mesh(devices: list | None = None) -> Mesh:
-  """A 1-D mesh over all (global) devices, axis ``data``."""
-  devices = jax.devices() if devices is None else devices
+  """A 1-D mesh over all (global) devices, axis ``data``.
+
+  Devices are ordered by (process, id), so each process's devices hold a contiguous block of
+  batch rows: process p's rows are ``host_slice(B, p, process_count)``.
+  """
+  if devices is None:
+    devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
   return Mesh(np.asarray(devices), (DATA_AXIS,))
 
 
@@ -95,9 +100,25 @@ def make_train_step(
   return jax.jit(step_fn, in_shardings=(rep, data), out_shardings=(rep, rep), donate_argnums=0)
 
 
+def from_host_copy(mesh: Mesh, full: Any) -> Any:
+  """A batch that EVERY process holds in full (numpy, leading axis B) -> global arrays sharded
+  over ``data`` (each process contributes its devices' rows). Global arrays pass unchanged."""
+
+  def one(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      return x
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, batch_sharded(mesh), lambda idx: x[idx])
+
+  return jax.tree.map(one, full)
+
+
 def make_embed_fns(audio_tower, text_tower, mesh: Mesh):
   """jit-compiled eval-mode embedders: (params, stats, audio [B, T] or [B, F, M]) -> [B, D] and
-  (params, text inputs [B, ...]) -> [B, D]; B must be a multiple of the device count."""
+  (params, text inputs [B, ...]) -> [B, D]; B must be a multiple of the device count.
+
+  With several processes, every process passes the same full batch (numpy) and gets the full
+  replicated embeddings back."""
   rep, data = replicated(mesh), batch_sharded(mesh)
 
   def embed_audio(params, batch_stats, audio):
@@ -108,7 +129,11 @@ def make_embed_fns(audio_tower, text_tower, mesh: Mesh):
   def embed_text(params, text):
     return text_tower.apply({"params": params["text"]}, text, train=False)
 
+  audio_fn = jax.jit(embed_audio, in_shardings=(rep, rep, data), out_shardings=rep)
+  text_fn = jax.jit(embed_text, in_shardings=(rep, data), out_shardings=rep)
+  if jax.process_count() == 1:
+    return audio_fn, text_fn
   return (
-    jax.jit(embed_audio, in_shardings=(rep, rep, data), out_shardings=rep),
-    jax.jit(embed_text, in_shardings=(rep, data), out_shardings=rep),
+    lambda params, stats, audio: audio_fn(params, stats, from_host_copy(mesh, audio)),
+    lambda params, text: text_fn(params, from_host_copy(mesh, text)),
   )

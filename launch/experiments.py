@@ -1,0 +1,141 @@
+"""Run an experiment grid and write its report.
+
+  python -m launch.experiments --suite=claims --out=DIR [--scale=small|full|smoke]
+      [--seeds=N] [--cells=name1,name2] [--prune_checkpoints] [--report_only] [--list]
+
+Each (cell, seed) is a run directory DIR/cells/<cell>__seed<seed>/; finished ones are
+skipped and an interrupted one resumes from its checkpoint, so rerunning the same command
+continues the grid. DIR/REPORT.md and DIR/*.png are written at the end (or alone with
+--report_only). See WORKSPACE.md, "Claims grid".
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from absl import app, flags
+
+from launch.flags import fail
+from launch.runtime import init_runtime
+
+REPO = Path(__file__).resolve().parents[1]
+XLA_CACHE = "xla_cache"
+
+_SUITE = flags.DEFINE_enum("suite", "claims", ["claims"], "Experiment grid (DESIGN.md section 8).")
+_OUT = flags.DEFINE_string("out", None, "Grid directory: cells/, REPORT.md, plots.")
+_SCALE = flags.DEFINE_enum(
+  "scale",
+  "small",
+  ["smoke", "small", "full"],
+  "smoke: CI (tiny data, a few steps); small: CPU preview (< 20 min); full: the demo config.",
+)
+_SEEDS = flags.DEFINE_integer(
+  "seeds", None, "Number of training seeds (1997, 1998, ...); default 1 (smoke, small), 3 (full)."
+)
+_CELLS = flags.DEFINE_list("cells", [], "Run only these cells (names as --list prints them).")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "Override the scale's SynthCaps directory.")
+_REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Only (re)write the report from DIR.")
+_PRUNE = flags.DEFINE_bool(
+  "prune_checkpoints", False, "Delete the checkpoints of finished runs (keeps metrics, configs)."
+)
+_LIST = flags.DEFINE_bool("list", False, "Print the grid's cells and exit.")
+_PROGRESS = flags.DEFINE_bool("progress", True, "Progress bars inside each run.")
+
+
+def git_commit() -> str:
+  """HEAD's hash, with '-dirty' when tracked files differ from it; 'unknown' outside git."""
+  try:
+    head = subprocess.run(
+      ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+      ["git", "status", "--porcelain", "--untracked-files=no"],
+      cwd=REPO,
+      capture_output=True,
+      text=True,
+      check=True,
+    ).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return "unknown"
+  return head + ("-dirty" if dirty else "")
+
+
+def enable_compilation_cache(path: Path) -> None:
+  """JAX's persistent compilation cache under DIR: runs of one grid share their programs
+  (evaluation, embedding, initialisation; the train step of the noise cells), and a resumed
+  grid recompiles nothing. An explicit JAX_COMPILATION_CACHE_DIR wins."""
+  import jax
+
+  if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    return
+  jax.config.update("jax_compilation_cache_dir", str(path.resolve()))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def main(argv):
+  if len(argv) > 1:
+    fail(f"unexpected arguments: {' '.join(argv[1:])}")
+  from mltm_jax.experiments.claims import claims_grid, select
+
+  try:
+    grid = claims_grid(_SCALE.value, _SEEDS.value, _DATA_DIR.value)
+    if _CELLS.value:
+      grid = select(grid, _CELLS.value)
+  except ValueError as e:
+    fail(str(e))
+  if _LIST.value:
+    for cell in grid.cells:
+      overrides = " ".join(f"--{k}={v}" for k, v in cell.overrides)
+      print(f"{cell.name:28s} {overrides}")
+    print(f"{len(grid.cells)} cells x seeds {', '.join(map(str, grid.seeds))}")
+    return
+  if not _OUT.value:
+    fail("--out is required")
+  out = Path(_OUT.value)
+  command = "python -m launch.experiments " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+  commit = git_commit()
+  init_runtime()
+  enable_compilation_cache(out / XLA_CACHE)
+  from tqdm.auto import tqdm
+
+  from mltm_jax.experiments.report import write_report
+  from mltm_jax.experiments.runner import Interrupted, plan_runs, run_grid
+
+  if not _REPORT_ONLY.value:
+    try:
+      runs = plan_runs(grid, out, progress=_PROGRESS.value)
+    except ValueError as e:
+      fail(str(e))
+    date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    try:
+      run_grid(
+        runs,
+        out,
+        log=tqdm.write,
+        prune=_PRUNE.value,
+        provenance={"command": command, "commit": commit, "date": date},
+      )
+    except Interrupted as e:
+      print(f"interrupted: {e}", file=sys.stderr)
+      sys.exit(1)
+    except KeyboardInterrupt:
+      print("interrupted: rerun the same command to resume", file=sys.stderr)
+      sys.exit(1)
+    except (FileNotFoundError, ValueError) as e:
+      fail(str(e).splitlines()[0])
+  elif not (out / "cells").is_dir():
+    fail(f"--out={out}: no cells/ directory to report on")
+  date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+  path = write_report(grid, out, command, commit, date)
+  print(f"report: {path}")
+
+
+if __name__ == "__main__":
+  logging.getLogger("absl").setLevel(logging.WARNING)
+  app.run(main)

@@ -1,0 +1,211 @@
+"""Python API: load a trained run once, then embed audio and text and compare them.
+
+  from mltm_jax.api import Retriever
+  r = Retriever.from_run("runs/demo")
+  a = r.embed_audio(["dog.wav", "rain.flac"])          # [2, D], files of any length
+  t = r.embed_text(["a dog barks twice", "rain falls"])  # [2, D]
+  d = r.distance(a, t)                                   # [2, 2] learned c_M(audio, text)
+
+Audio of any length is cut into windows of the training clip length and the window
+embeddings are pooled (``mltm_jax.inference.chunking``); everything runs batched through
+the run's jit-compiled, mesh-sharded embedders (``Run.embed_audio`` / ``Run.embed_text``),
+so the embeddings are those of ``launch.evaluate`` for a run evaluated with
+``--long_audio=chunk`` (and, for clips no longer than the clip length, any run).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from mltm_jax import metric as metric_lib
+from mltm_jax.config import Config
+from mltm_jax.data.audio import load_audio
+
+
+class Retriever:
+  """A trained run's two towers and learned metric, restored once.
+
+  Attributes:
+    cfg: the run's Config (as trained; ``chunk_hop_seconds`` may be overridden).
+    step, checkpoint: the restored checkpoint's step and kind ("best" or "latest").
+    factor: W [D, r] float32 with M = W W^T, so c_M(u, v) = ||u W - v W||.
+  """
+
+  def __init__(self, run: Any, state: Any, workdir: Path, checkpoint: str = "best"):
+    self.run = run
+    self.checkpoint = checkpoint
+    self.state = state
+    self.workdir = workdir
+    self.cfg: Config = run.cfg
+    self.step = int(state.step)
+    self.metric_kind = self.cfg.effective_metric
+    self.metric_params = jax.tree.map(np.asarray, state.params["metric"])
+    self.factor = metric_lib.metric_factor(self.metric_kind, self.metric_params, self.cfg.embed_dim)
+
+  @classmethod
+  def from_run(
+    cls,
+    workdir: str | os.PathLike,
+    checkpoint: str = "best",
+    chunk_hop_seconds: float | None = None,
+    batch_size: int | None = None,
+  ) -> Retriever:
+    """Restores a run directory written by launch.train.
+
+    Args:
+      workdir: the run directory (its config.json and checkpoints/).
+      checkpoint: "best" (validation) or "latest".
+      chunk_hop_seconds: hop between the windows of long audio (default: the run's
+        --chunk_hop_seconds, 0 = half a clip).
+      batch_size: windows / captions per compiled batch (default: the run's
+        --eval_batch_size).
+    Raises:
+      FileNotFoundError: no config.json or no such checkpoint.
+    """
+    from mltm_jax.train.checkpoint import Checkpoints
+    from mltm_jax.train.setup import build_run
+    from mltm_jax.train.step import replicated
+
+    workdir = Path(workdir)
+    if not (workdir / "config.json").is_file():
+      raise FileNotFoundError(f"{workdir}: no config.json (not a run directory of launch.train)")
+    if checkpoint not in ("best", "latest"):
+      raise ValueError(f"checkpoint must be 'best' or 'latest', got {checkpoint!r}")
+    cfg = Config.from_json(workdir / "config.json").replace(workdir=str(workdir), progress=False)
+    if chunk_hop_seconds is not None:
+      cfg = cfg.replace(chunk_hop_seconds=float(chunk_hop_seconds))
+    if batch_size is not None:
+      cfg = cfg.replace(eval_batch_size=int(batch_size))
+    problems = cfg.problems()
+    if problems:
+      raise ValueError(problems[0])
+    # The restore target only needs shapes: an abstract state (no initialisation run, no
+    # pretrained trunk weights read again).
+    run = build_run(cfg.replace(audio_init="") if getattr(cfg, "audio_init", "") else cfg)
+    rep = replicated(run.mesh)
+    template = jax.tree.map(
+      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep), jax.eval_shape(run.init_state)
+    )
+    ckpts = Checkpoints(workdir, cfg.keep_checkpoints)
+    try:
+      state = (
+        ckpts.restore_best(template) if checkpoint == "best" else ckpts.restore_latest(template)
+      )
+    finally:
+      ckpts.close()
+    if state is None:
+      raise FileNotFoundError(f"{workdir}: no {checkpoint} checkpoint")
+    return cls(run, state, workdir, checkpoint)
+
+  # ------------------------------------------------------------------ embeddings
+  @property
+  def dim(self) -> int:
+    return self.cfg.embed_dim
+
+  @property
+  def sample_rate(self) -> int:
+    return self.cfg.sample_rate
+
+  def load_audio(self, path: str | os.PathLike) -> np.ndarray:
+    """A file decoded to the model rate, float32 [T] (raises data.audio.AudioError)."""
+    return load_audio(path, self.cfg.sample_rate)
+
+  def embed_waves(self, waves: Sequence[np.ndarray], progress: bool = False) -> np.ndarray:
+    """[N, D] unit embeddings of waves at the model rate (float32 [T_i], any length)."""
+    return self.run.embed_waves(self.state, waves, progress)
+
+  def embed_audio(
+    self,
+    items: Sequence[str | os.PathLike | np.ndarray],
+    sample_rate: int | None = None,
+    progress: bool = False,
+  ) -> np.ndarray:
+    """[N, D] embeddings of audio files (paths) and/or waves (1-D arrays).
+
+    Args:
+      items: paths (decoded, downmixed, resampled to the model rate) or float [T] arrays.
+      sample_rate: rate of the arrays (default: the model rate); files carry their own.
+    """
+    if isinstance(items, (str, os.PathLike, np.ndarray)) and not (
+      isinstance(items, np.ndarray) and items.ndim == 2
+    ):
+      items = [items]
+    return self.embed_waves(_Waves(items, self, sample_rate), progress)
+
+  def embed_text(self, captions: Sequence[str], progress: bool = False) -> np.ndarray:
+    """[N, D] unit embeddings of captions."""
+    from mltm_jax.evaluation.evaluate import embed_in_batches
+
+    if isinstance(captions, str):
+      captions = [captions]
+    captions = list(captions)
+    run = self.run
+    if not captions:
+      return np.zeros((0, self.dim), np.float32)
+    inputs = (
+      run.encoder.features(captions, progress=progress)
+      if self.cfg.freeze_text
+      else run.encoder.tokens(captions)
+    )
+    return embed_in_batches(
+      lambda t: run.embed_text(self.state.params, t),
+      inputs,
+      self.cfg.eval_batch_size,
+      run.mesh.devices.size,
+      "embed text",
+      progress,
+    )
+
+  # ------------------------------------------------------------------ the metric
+  def distance(self, a: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """[N, K] learned distances c_M(a_i, t_j) between embeddings a [N, D] and t [K, D]."""
+    a = np.atleast_2d(np.asarray(a, np.float32))
+    t = np.atleast_2d(np.asarray(t, np.float32))
+    return np.asarray(_distance_fn(self.metric_kind)(a, t, self.metric_params))
+
+  def transform(self, x: np.ndarray) -> np.ndarray:
+    """[N, D] -> [N, r] = x W: Euclidean distances between transformed rows are c_M."""
+    return np.asarray(x, np.float32) @ self.factor
+
+
+@functools.cache
+def _distance_fn(kind: str):
+  return jax.jit(lambda a, t, p: metric_lib.mahalanobis(a, t, p, kind))
+
+
+class _Waves:
+  """Lazy sequence of waves: paths are decoded when the embedder reaches them."""
+
+  def __init__(self, items, retriever: Retriever, sample_rate: int | None):
+    self.items = list(items)
+    self.retriever = retriever
+    self.sample_rate = sample_rate
+
+  def __len__(self) -> int:
+    return len(self.items)
+
+  def __iter__(self):
+    for item in self.items:
+      yield self._wave(item)
+
+  def _wave(self, item) -> np.ndarray:
+    if isinstance(item, (str, os.PathLike)):
+      return self.retriever.load_audio(item)
+    wave = np.asarray(item, np.float32)
+    if wave.ndim != 1 or wave.shape[0] == 0:
+      raise ValueError(f"audio arrays must be 1-D and non-empty, got shape {wave.shape}")
+    if not np.all(np.isfinite(wave)):
+      raise ValueError("audio array contains NaN or inf")
+    rate = self.retriever.sample_rate
+    if self.sample_rate is not None and self.sample_rate != rate:
+      import librosa
+
+      wave = librosa.resample(wave, orig_sr=self.sample_rate, target_sr=rate).astype(np.float32)
+    return wave

@@ -1,0 +1,149 @@
+"""Helpers of the tests that run `python -m launch.train` as subprocesses on tiny SynthCaps.
+
+Every run of a pytest session shares one JAX persistent compilation cache and one copy of the
+frozen text-encoder caption features, so only the first run pays for compiling and encoding
+(the programs and features are identical; loading them changes no number).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_flags(root: Path, workdir: Path, **kw) -> list[str]:
+  """Flags of a ~1 s/20-step run on the tiny_synthcaps fixture (192/32/32 clips, 8 kHz)."""
+  flags = {
+    "dataset": "synthcaps",
+    "data_dir": str(root),
+    "synthcaps_sizes": "192,32,32",
+    "synthcaps_seed": 3,
+    "sample_rate": 8000,
+    "clip_seconds": 2.0,
+    "n_fft": 256,
+    "hop_length": 256,
+    "fmax": 4000.0,
+    "n_mels": 32,
+    "cnn_channels": "16,32",
+    "embed_dim": 16,
+    "head_hidden": 32,
+    "batch_size": 16,
+    "num_steps": 20,
+    "eval_every": 10,
+    "log_every": 1,
+    "eval_batch_size": 32,
+    "progress": False,
+    "workdir": str(workdir),
+  }
+  flags.update(kw)
+  return [f"--{k}={v}" for k, v in flags.items()]
+
+
+class Shared:
+  """Session-wide compile cache and caption-feature cache under pytest's base temp dir."""
+
+  def __init__(self, tmp_path_factory):
+    base = tmp_path_factory.getbasetemp()
+    self.jax_cache = base / "jax_compile_cache"
+    self.text_cache = base / "text_feature_cache"
+    self.jax_cache.mkdir(exist_ok=True)
+    self.text_cache.mkdir(exist_ok=True)
+
+  def env(self, **extra) -> dict:
+    env = dict(os.environ)
+    env.update(
+      JAX_PLATFORMS="cpu",
+      JAX_COMPILATION_CACHE_DIR=str(self.jax_cache),
+      JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+      JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
+      PYTHONPATH=str(REPO),
+    )
+    env.pop("XLA_FLAGS", None)
+    env.update(extra)
+    return env
+
+  def seed(self, workdir: Path) -> None:
+    """Copies the known caption features into workdir/cache."""
+    (workdir / "cache").mkdir(parents=True, exist_ok=True)
+    for f in self.text_cache.glob("*.npy"):
+      shutil.copy(f, workdir / "cache" / f.name)
+
+  def keep(self, workdir: Path) -> None:
+    """Remembers the caption features a run computed."""
+    for f in (workdir / "cache").glob("text_features_*.npy"):
+      if ".tmp" not in f.name:
+        shutil.copy(f, self.text_cache / f.name)
+
+
+def train_cmd(*flags: str) -> list[str]:
+  return [sys.executable, "-m", "launch.train", *flags]
+
+
+def run_train(shared: Shared, flags: list[str], workdir: Path, timeout=300, **env_extra):
+  shared.seed(workdir)
+  res = subprocess.run(
+    train_cmd(*flags),
+    cwd=REPO,
+    env=shared.env(**env_extra),
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+    check=False,
+  )
+  assert res.returncode == 0, res.stderr[-3000:]
+  shared.keep(workdir)
+  return res
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def train_records(workdir: Path, kind: str = "train") -> list[dict]:
+  lines = (workdir / "metrics.jsonl").read_text().splitlines()
+  return [r for r in map(json.loads, lines) if r["kind"] == kind]
+
+
+def checkpoint_steps(workdir: Path, which: str = "latest") -> list[int]:
+  d = workdir / "checkpoints" / which
+  return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit()) if d.is_dir() else []
+
+
+def restore_state(workdir: Path, step: int, which: str = "latest") -> dict:
+  """The TrainState saved at ``step`` as a dict of single-device arrays (no model needed;
+  works for checkpoints written by any number of processes)."""
+  import orbax.checkpoint as ocp
+  from jax.sharding import SingleDeviceSharding
+
+  path = (workdir / "checkpoints" / which / str(step) / "default").absolute()
+  ckptr = ocp.StandardCheckpointer()
+  meta = ckptr.metadata(path)
+  meta = getattr(meta, "item_metadata", meta)
+  dev = SingleDeviceSharding(jax.devices()[0])
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=dev), meta)
+  return ckptr.restore(path, target)
+
+
+def max_abs_diff(a, b) -> float:
+  diffs = jax.tree.map(
+    lambda x, y: (
+      float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
+      if np.size(x)
+      else 0.0
+    ),
+    a,
+    b,
+  )
+  return max(jax.tree.leaves(diffs))

@@ -1,0 +1,280 @@
+"""The claims grid: its cells, the runner (run, skip, resume files) and the report's numbers."""
+
+import dataclasses
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mltm_jax.config import Config
+from mltm_jax.experiments import claims
+from mltm_jax.experiments.report import PLOTS
+
+REPO = Path(__file__).resolve().parents[1]
+DIRS = ("t2a", "a2t")
+KEYS = ("R@1", "R@5", "R@10", "mAP@10")
+# What a cell may change; everything else (data, towers, steps, seeds) is shared.
+LOSS_FIELDS = {"loss", "metric", "ot", "eps", "noise_p"}
+
+
+def test_grid_holds_every_claim_cell_once_with_shared_setup():
+  grid = claims.claims_grid("full")
+  names = [c.name for c in grid.cells]
+  assert len(names) == len(set(names)) == 22  # 9 losses + 3 losses x 3 noise levels + 4 eps
+  assert grid.seeds == (1997, 1998, 1999)
+  # Every loss of the issue, each a distinct training objective.
+  seen = {
+    (
+      dict(grid.cell(n).overrides).get("loss"),
+      dict(grid.cell(n).overrides).get("metric"),
+      dict(grid.cell(n).overrides).get("ot"),
+    )
+    for _, n in grid.losses
+  }
+  assert len(seen) == 9
+  assert {s[0] for s in seen} == {
+    "triplet",
+    "ranking",
+    "contrastive",
+    "entropic_contrastive",
+    "mltm",
+  }
+  mltm = {(m, o) for loss, m, o in seen if loss == "mltm"}
+  assert {
+    ("identity", None),
+    ("full", "balanced"),
+    ("diagonal", None),
+    ("full", "partial"),
+    ("full", "unbalanced"),
+  } == mltm
+  # The p = 0 noise cells and the eps = 0.05 cell are the loss cells (shared runs).
+  noise = dict(grid.noise)
+  assert [p for p, _ in noise["InfoNCE"]] == [0.0, 0.2, 0.4, 0.6]
+  assert noise["InfoNCE"][0][1] == "contrastive"
+  assert noise["m-LTM, partial OT"][0][1] == "mltm_partial"
+  assert dict(grid.eps)[0.05] == "mltm_full"
+  assert [e for e, _ in grid.eps] == [0.01, 0.02, 0.05, 0.1, 0.5]
+  for _, cells in grid.noise:
+    for p, name in cells[1:]:
+      assert dict(grid.cell(name).overrides)["noise_p"] == p
+  # Full scale = the demo flagfile, read independently of the grid's parser.
+  demo = dict(
+    line.lstrip("-").split("=", 1)
+    for line in (REPO / "configs" / "demo.flags").read_text().splitlines()
+    if line.startswith("--")
+  )
+  for k in ("synthcaps_sizes", "cnn_channels", "embed_dim", "batch_size", "num_steps"):
+    assert str(grid.base[k]) == demo[k], k
+  # Cells differ only in loss fields; effective configs are pairwise distinct.
+  keys = {claims.config_key(grid.base, dict(c.overrides)) for c in grid.cells}
+  assert len(keys) == len(grid.cells)
+  base = json.loads(claims.config_key(grid.base, {}))
+  for c in grid.cells:
+    cfg = json.loads(claims.config_key(grid.base, dict(c.overrides)))
+    assert {k for k in cfg if cfg[k] != base.get(k)} <= LOSS_FIELDS, c.name
+
+
+def test_cell_config_names_a_missing_field_and_validates():
+  grid = claims.claims_grid("smoke")
+  cell = claims.Cell("future", (("loss", "mltm"), ("no_such_field", 1)))
+  with pytest.raises(ValueError, match="no_such_field"):
+    claims.cell_config(grid, cell, 1997, "/tmp/x")
+  cfg = claims.cell_config(grid, grid.cell("mltm_partial"), 1998, "/tmp/y")
+  assert isinstance(cfg, Config) and cfg.ot == "partial" and cfg.seed == 1998
+  assert cfg.synthcaps_sizes == "192,32,32" and cfg.problems() == []
+  with pytest.raises(ValueError, match="unknown cell"):
+    claims.select(grid, ["contrastive", "nope"])
+
+
+def _fake_final(rng, rank_by="distance"):
+  def direction():
+    return {k: float(rng.uniform(0, 100)) for k in (*KEYS, "R@50", "medR", "meanR")}
+
+  other = "plan" if rank_by == "distance" else "distance"
+  return {
+    "t2a": direction(),
+    "a2t": direction(),
+    "modality_gap": float(rng.uniform(0, 1)),
+    "rank_by": rank_by,
+    f"by_{other}": {"t2a": direction(), "a2t": direction()},
+    "wall_seconds": 1.0,
+  }
+
+
+def _table_rows(report: str, heading_start: str) -> dict:
+  """{first column: [cells]} of the table under the first '### ' heading starting so."""
+  lines = report.splitlines()
+  i = next(k for k, l in enumerate(lines) if l.startswith("### " + heading_start))
+  header = None
+  rows = {}
+  for line in lines[i + 1 :]:
+    if line.startswith("#"):
+      break
+    if not line.startswith("|") or line.startswith("|---"):
+      continue
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    if header is None:
+      header = cells
+    else:
+      rows[cells[0]] = dict(zip(header[1:], cells[1:]))
+  return rows
+
+
+def _fmt(values, digits=1):
+  v = np.asarray(values, np.float64)
+  s = f"{v.mean():.{digits}f}"
+  return s + (f" ± {v.std(ddof=1):.{digits}f}" if len(v) > 1 else "")
+
+
+def _run(*args, timeout=300):
+  return subprocess.run(
+    [sys.executable, "-m", "launch.experiments", *args],
+    check=False,
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+  )
+
+
+def test_report_only_means_and_stds_over_seeds(tmp_path):
+  """Fake finished cells of 3 seeds -> --report_only's numbers are numpy's mean and std."""
+  grid = claims.claims_grid("smoke", num_seeds=3)
+  rng = np.random.default_rng(0)
+  finals = {}
+  for label, cell in grid.losses[:4]:
+    for seed in grid.seeds:
+      rank_by = "plan" if seed == 1998 else "distance"  # both layouts of final_metrics.json
+      f = _fake_final(rng, rank_by)
+      d = tmp_path / "cells" / f"{cell}__seed{seed}"
+      d.mkdir(parents=True)
+      (d / "final_metrics.json").write_text(json.dumps(f))
+      finals.setdefault(label, []).append(f)
+  res = _run("--scale=smoke", "--seeds=3", f"--out={tmp_path}", "--report_only", timeout=120)
+  assert res.returncode == 0, res.stderr[-3000:]
+  report = (tmp_path / "REPORT.md").read_text()
+  head = subprocess.run(
+    ["git", "rev-parse", "HEAD"], check=True, cwd=REPO, capture_output=True, text=True
+  ).stdout.strip()
+  assert f"`{head}" in report  # the commit (maybe -dirty) of the report
+  assert f"--out={tmp_path} --report_only`" in report  # the exact command
+  assert re.search(r"report written \d{4}-\d\d-\d\d \d\d:\d\d UTC", report)
+  for method in ("distance", "plan"):
+    rows = _table_rows(report, f"Losses, ranked by {method}")
+    assert len(rows) == 9
+    for label, fs in finals.items():
+
+      def pick(f, d, k, method=method):
+        src = f if f["rank_by"] == method else f[f"by_{method}"]
+        return src[d][k]
+
+      for d in DIRS:
+        for k in KEYS:
+          assert rows[label][f"{d.upper()} {k}"] == _fmt([pick(f, d, k) for f in fs]), (label, k)
+      assert rows[label]["modality gap"] == _fmt([f["modality_gap"] for f in fs], 3)
+    untouched = [label for label, _ in grid.losses[4:]]
+    assert all(rows[u]["T2A R@1"] == "—" for u in untouched)
+  for name in PLOTS:
+    with Image.open(tmp_path / name) as im:
+      im.verify()
+
+
+def test_smoke_grid_runs_skips_and_reports(tiny_synthcaps, tmp_path):
+  out = tmp_path / "grid"
+  args = [
+    "--suite=claims",
+    "--scale=smoke",
+    "--cells=contrastive,mltm_full",
+    f"--out={out}",
+    f"--data_dir={tiny_synthcaps}",
+    "--noprogress",
+  ]
+  res = _run(*args)
+  assert res.returncode == 0, res.stderr[-3000:]
+  assert "[1/2] contrastive__seed1997: done in" in res.stdout
+  assert "[2/2] mltm_full__seed1997: done in" in res.stdout
+  cells = {n: out / "cells" / f"{n}__seed1997" for n in ("contrastive", "mltm_full")}
+  finals = {n: json.loads((d / "final_metrics.json").read_text()) for n, d in cells.items()}
+  for f in finals.values():
+    assert f["rank_by"] == "distance" and set(f["by_plan"]) == {"t2a", "a2t"}
+  mtimes = {n: (d / "final_metrics.json").stat().st_mtime_ns for n, d in cells.items()}
+
+  # The saved embeddings are the evaluated ones: InfoNCE ranks by Euclidean distance of the
+  # normalised embeddings; brute-force T2A R@1/R@10 (ties count against the query).
+  z = np.load(cells["contrastive"] / "embeddings.npz")
+  audio, text, c2c = (z[k].astype(np.float64) for k in ("audio", "text", "caption_to_clip"))
+  assert audio.shape == (32, 64) and text.shape == (160, 64)
+  dist = np.linalg.norm(text[:, None, :] - audio[None, :, :], axis=-1)  # [captions, clips]
+  true = dist[np.arange(len(text)), c2c.astype(int)]
+  ranks = (dist <= true[:, None] + 1e-9).sum(axis=1)
+  for k in (1, 10):
+    assert 100 * np.mean(ranks <= k) == pytest.approx(
+      finals["contrastive"]["t2a"][f"R@{k}"], abs=100 / len(text) + 1e-6
+    )
+
+  # Second invocation: both runs are skipped, nothing is retrained; the report is rewritten.
+  for name in ("REPORT.md", *PLOTS):
+    (out / name).unlink()
+  res2 = _run(*args)
+  assert res2.returncode == 0, res2.stderr[-3000:]
+  assert res2.stdout.count("finished before, skipped") == 2 and "running" not in res2.stdout
+  for n, d in cells.items():
+    assert (d / "final_metrics.json").stat().st_mtime_ns == mtimes[n]
+
+  # The report: the cells' numbers in the right rows and columns, both rankings.
+  report = (out / "REPORT.md").read_text()
+  head = subprocess.run(
+    ["git", "rev-parse", "HEAD"], check=True, cwd=REPO, capture_output=True, text=True
+  ).stdout.strip()
+  assert head and f"`{head}" in report
+  assert "--scale=smoke --cells=contrastive,mltm_full" in report
+  labels = {"contrastive": "InfoNCE", "mltm_full": "m-LTM, Mahalanobis full"}
+  for method in ("distance", "plan"):
+    rows = _table_rows(report, f"Losses, ranked by {method}")
+    for n, label in labels.items():
+      src = finals[n] if method == "distance" else finals[n]["by_plan"]
+      for d in DIRS:
+        for k in KEYS:
+          assert rows[label][f"{d.upper()} {k}"] == f"{src[d][k]:.1f}"
+    assert rows["triplet (hardest negative)"]["T2A R@1"] == "—"
+  assert re.search(r"seeds 1997 \(n=1\)", report)
+
+  for name in PLOTS:
+    with Image.open(out / name) as im:
+      im.verify()
+      assert im.size[0] > 200 and im.size[1] > 200
+
+
+def test_prune_keeps_results_and_bad_input_is_one_line(tmp_path):
+  from mltm_jax.experiments.runner import prune_run
+
+  d = tmp_path / "cells" / "x__seed1"
+  (d / "checkpoints" / "latest" / "3").mkdir(parents=True)
+  (d / "cache").symlink_to(tmp_path, target_is_directory=True)
+  prune_run(d)  # not finished: nothing is deleted
+  assert (d / "checkpoints").is_dir()
+  (d / "final_metrics.json").write_text("{}")
+  prune_run(d)
+  assert not (d / "checkpoints").exists() and not (d / "cache").exists()
+  assert (d / "final_metrics.json").is_file() and tmp_path.is_dir()
+
+  res = _run("--scale=smoke", "--cells=nope", f"--out={tmp_path}", timeout=120)
+  assert res.returncode == 2
+  lines = [l for l in res.stderr.splitlines() if l.strip()]
+  assert len(lines) == 1 and "unknown cell(s) nope" in lines[0]
+  # A run directory of another config is refused before any work.
+  grid = claims.claims_grid("smoke")
+  other = dataclasses.replace(grid, base={**grid.base, "num_steps": 7})
+  from mltm_jax.experiments.runner import plan_runs
+
+  wd = tmp_path / "g" / "cells" / "contrastive__seed1997"
+  wd.mkdir(parents=True)
+  cfg = claims.cell_config(other, grid.cell("contrastive"), 1997, wd)
+  (wd / "config.json").write_text(cfg.to_json())
+  with pytest.raises(ValueError, match="num_steps"):
+    plan_runs(claims.select(grid, ["contrastive"]), tmp_path / "g")

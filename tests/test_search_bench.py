@@ -1,0 +1,42 @@
+"""benchmarks.run --tiny --only=search: the rows, their extra fields, exact agreement."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_tiny_search_benchmark_rows(tmp_path):
+  out_file = tmp_path / "rows.json"
+  res = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "benchmarks.run",
+      "--tiny",
+      "--only=search",
+      "--runs=2",
+      f"--json={out_file}",
+    ],
+    check=False,
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert res.returncode == 0, res.stderr[-3000:]
+  rows = {r["name"]: r for r in json.loads(out_file.read_text())}
+  assert list(rows) == ["search_exact", "search_ann", "search_ann_clustered"]
+  exact, ann, clustered = rows["search_exact"], rows["search_ann"], rows["search_ann_clustered"]
+  # Exact: the same ids as faiss IndexFlatL2 for every query.
+  assert exact["agree"] is True and exact["params"]["same_ids"] == 1.0
+  assert exact["qps"] > 0 and exact["faiss_qps"] > 0
+  for r in (ann, clustered):
+    assert 0.0 <= r["recall_at_10"] <= 1.0 and r["qps"] > 0 and r["exact_qps"] > 0
+    assert r["agree"] == (r["recall_at_10"] >= 0.95)
+    assert abs(r["ratio"] - r["ref_s"] / r["ours_s"]) <= 1e-9 * r["ratio"]
+    assert r["params"]["sweep"].startswith("1:")
+  # On the clustered gallery few lists suffice (the sweep stops at the target).
+  assert clustered["recall_at_10"] >= 0.95 and clustered["nprobe"] < 64
