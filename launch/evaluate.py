@@ -54,7 +54,7 @@ def main(argv):
   run = build_run(cfg)
   run.prepare_audio(split, cfg.progress)
   ckpts = Checkpoints(workdir, cfg.keep_checkpoints)
-  template = run.init_state()
+  template = run.abstract_state()
   state = (
     ckpts.restore_best(template) if _CHECKPOINT.value == "best" else ckpts.restore_latest(template)
   )

@@ -71,7 +71,6 @@ class Retriever:
     """
     from mltm_jax.train.checkpoint import Checkpoints
     from mltm_jax.train.setup import build_run
-    from mltm_jax.train.step import replicated
 
     workdir = Path(workdir)
     if not (workdir / "config.json").is_file():
@@ -88,11 +87,8 @@ class Retriever:
       raise ValueError(problems[0])
     # The restore target only needs shapes: an abstract state (no initialisation run, no
     # pretrained trunk weights read again).
-    run = build_run(cfg.replace(audio_init="") if getattr(cfg, "audio_init", "") else cfg)
-    rep = replicated(run.mesh)
-    template = jax.tree.map(
-      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep), jax.eval_shape(run.init_state)
-    )
+    run = build_run(cfg)
+    template = run.abstract_state()
     ckpts = Checkpoints(workdir, cfg.keep_checkpoints)
     try:
       state = (

@@ -1,5 +1,7 @@
 """Prepared data through the user's commands: launch.prepare, launch.train (20 steps) and
-launch.evaluate, on the Clotho and AudioCaps fixtures (with --noise_p on Clotho)."""
+launch.evaluate, on the Clotho, AudioCaps and own-CSV fixtures (with --noise_p on Clotho).
+ESC-50 has no training split; its prepared layout goes through launch.zeroshot
+(tests/test_zeroshot.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_prepare import make_audiocaps, make_clotho, read_jsonl, run_prepare
+from tests.test_prepare import make_audiocaps, make_clotho, make_own_csv, read_jsonl, run_prepare
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = [
@@ -43,7 +45,7 @@ def run(module: str, *args) -> subprocess.CompletedProcess:
   )
 
 
-@pytest.mark.parametrize("layout", ["clotho", "audiocaps"])
+@pytest.mark.parametrize("layout", ["clotho", "audiocaps", "csv"])
 def test_prepare_train_evaluate(layout, tmp_path):
   if layout == "clotho":  # prepared at 16 kHz, trained at 8 kHz: resampled when loaded
     src, prep_args, extra = (
@@ -51,8 +53,10 @@ def test_prepare_train_evaluate(layout, tmp_path):
       ["--sample_rate=16000"],
       ["--noise_p=0.4"],
     )
-  else:
+  elif layout == "audiocaps":
     src, prep_args, extra = make_audiocaps(tmp_path / "src"), ["--sample_rate=8000"], []
+  else:
+    src, prep_args, extra = make_own_csv(tmp_path / "src"), ["--sample_rate=8000"], []
   data, work = tmp_path / "prepared", tmp_path / "run"
   res = run_prepare(
     f"--dataset={layout}", f"--src={src}", f"--out={data}", "--workers=1", *prep_args

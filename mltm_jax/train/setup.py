@@ -85,6 +85,16 @@ class Run:
     state = state_lib.create_state(cfg, params, stats, self.tx, r_train)
     return jax.device_put(state, replicated(self.mesh))
 
+  def abstract_state(self) -> Any:
+    """The train state as shapes, dtypes and replicated shardings, computing nothing: the
+    restore target of a checkpoint (no initialisation run, no --audio_init weights read)."""
+    plain = dataclasses.replace(self, cfg=self.cfg.replace(audio_init=""))
+    rep = replicated(self.mesh)
+    return jax.tree.map(
+      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep),
+      jax.eval_shape(plain.init_state),
+    )
+
   def text_inputs(self, split: Split, cache_dir: Path, progress: bool = True) -> Any:
     return text_inputs(self.encoder, split.captions, self.cfg.freeze_text, cache_dir, progress)
 
