@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import jax
@@ -348,3 +349,38 @@ def test_bf16_compute_keeps_float32_params_and_output():
   assert out16.dtype == jnp.float32
   mask = args[1]
   assert _masked_max_abs(np.asarray(out16), np.asarray(out32), mask) < 0.15
+
+
+@pytest.mark.parametrize("lookup", ["gather", "onehot_types", "onehot"])
+def test_embedding_lookups_match_torch_output_and_gradients(tmp_path, tiny_torch, lookup):
+  """Each lookup (the default onehot_types included) gives torch's hidden states and torch's
+  gradients for the three embedding tables (loss = sum(hidden * probe) over real tokens)."""
+  tiny_torch.save_pretrained(tmp_path)
+  cfg, params = load_bert_checkpoint(tmp_path)
+  ids, mask, types = _tiny_inputs(2)
+  probe = np.random.default_rng(3).standard_normal((*ids.shape, TINY["hidden_size"]))
+  probe = (probe * mask[..., None]).astype(np.float32)
+
+  model = copy.deepcopy(tiny_torch)
+  out = model(
+    input_ids=torch.from_numpy(ids).long(),
+    attention_mask=torch.from_numpy(mask).long(),
+    token_type_ids=torch.from_numpy(types).long(),
+  ).last_hidden_state
+  (out * torch.from_numpy(probe)).sum().backward()
+  emb = model.embeddings
+
+  def loss(p):
+    h = BertEncoder(cfg, lookup=lookup).apply({"params": p}, ids, mask, types)
+    return jnp.sum(h * probe), h
+
+  (_, hidden), grads = jax.value_and_grad(loss, has_aux=True)(params)
+  assert _masked_max_abs(np.asarray(hidden), out.detach().numpy(), mask) <= 1e-5
+  g = grads["embeddings"]
+  for ours, ref in (
+    (g["word_embeddings"]["embedding"], emb.word_embeddings.weight.grad),
+    (g["token_type_embeddings"]["embedding"], emb.token_type_embeddings.weight.grad),
+    (g["position_embeddings"]["embedding"], emb.position_embeddings.weight.grad),
+  ):
+    ref = ref.numpy()
+    assert np.max(np.abs(np.asarray(ours) - ref)) <= 1e-4 * max(1.0, np.max(np.abs(ref)))
