@@ -410,22 +410,13 @@ class AudioTower:
     return row
 
 
-TINY_BERT = {
-  "vocab_size": 99,
-  "hidden_size": 32,
-  "num_hidden_layers": 2,
-  "num_attention_heads": 4,
-  "intermediate_size": 48,
-  "max_position_embeddings": 20,
-}
-
-
 class TextTower:
   """BERT-base (tiny: 2 x 32) from a config, torch reference and float64 truth per batch."""
 
   def __init__(self, env: Env):
     import transformers
 
+    from benchmarks.towers import TINY_BERT
     from mltm_jax.models.hf_bert import load_bert_checkpoint
 
     self.env = env
@@ -454,9 +445,9 @@ class TextTower:
       return load_bert_checkpoint(tmp)[1]
 
   def inputs(self, batch: int):
-    from benchmarks.towers import _tokens
+    from benchmarks.towers import caption_tokens
 
-    ids, mask, types_ = _tokens(batch, self.length, self.bert_cfg.vocab_size)
+    ids, mask, types_ = caption_tokens(batch, self.length, self.bert_cfg.vocab_size)
     probe = np.random.default_rng(1).normal(size=(batch, self.bert_cfg.hidden_size))
     return ids, mask, types_, probe.astype(np.float32)
 
@@ -723,7 +714,7 @@ def paper_step_row(env: Env, mode: str) -> dict:
   import transformers
 
   from benchmarks.torch_panns import RefPanns, panns_state_dict
-  from benchmarks.towers import _tokens
+  from benchmarks.towers import TINY_BERT, caption_tokens
   from mltm_jax.models.hf_bert import load_bert_checkpoint
   from mltm_jax.models.panns_convert import convert_state_dict
   from mltm_jax.models.two_tower import build_towers
@@ -753,7 +744,7 @@ def paper_step_row(env: Env, mode: str) -> dict:
   }
   params = jax.tree.map(np.array, params)  # copies: nothing shared with torch's storage
   stats = jax.tree.map(np.array, {"cnn": trunk_stats})
-  ids, mask, types_ = _tokens(b, length, bert_cfg.vocab_size, seed=2)
+  ids, mask, types_ = caption_tokens(b, length, bert_cfg.vocab_size, seed=2)
   mel = np.random.default_rng(3).normal(-35.0, 12.0, (b, frames, cfg.n_mels)).astype(np.float32)
   batch = {
     "audio": mel,

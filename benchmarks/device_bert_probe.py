@@ -19,39 +19,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks.towers import TINY_BERT, caption_tokens
 from mltm_jax.models.bert import LOOKUPS, BertConfig, BertEncoder
-
-BASE = dict(
-  vocab_size=30522,
-  hidden_size=768,
-  num_hidden_layers=12,
-  num_attention_heads=12,
-  intermediate_size=3072,
-  max_position_embeddings=512,
-)
-TINY = dict(
-  vocab_size=99,
-  hidden_size=32,
-  num_hidden_layers=2,
-  num_attention_heads=4,
-  intermediate_size=48,
-  max_position_embeddings=20,
-)
-
-
-def tokens(batch: int, length: int, vocab: int, seed: int = 0):
-  """ids [B, L] ([CLS]=101-like first token, [PAD]=0 after a random length), mask [B, L]."""
-  rs = np.random.RandomState(seed)
-  lengths = rs.randint(length // 3, length + 1, size=batch)
-  ids = rs.randint(1, vocab, size=(batch, length))
-  mask = (np.arange(length)[None, :] < lengths[:, None]).astype(np.int32)
-  ids = np.where(mask == 1, ids, 0)
-  ids[:, 0] = min(101, vocab - 1)
-  return jnp.asarray(ids, jnp.int32), jnp.asarray(mask)
 
 
 def time_row(cfg: BertConfig, lookup: str, batch: int, dtype, length: int, runs: int) -> dict:
-  ids, mask = tokens(batch, length, cfg.vocab_size)
+  ids, mask, _ = caption_tokens(batch, length, cfg.vocab_size)
   model = BertEncoder(cfg, dtype=dtype, lookup=lookup)
   params = model.init(jax.random.PRNGKey(0), ids, mask)
   probe = jax.random.normal(jax.random.PRNGKey(1), (batch, cfg.hidden_size))
@@ -88,7 +61,7 @@ def main(argv: list[str]) -> int:
   if not tiny and jax.default_backend() == "cpu":
     print("error: a GPU probe; use --tiny on CPU", file=sys.stderr)
     return 2
-  cfg = BertConfig(**(TINY if tiny else BASE))
+  cfg = BertConfig(**TINY_BERT) if tiny else BertConfig()  # BertConfig() = BERT-base
   length, runs = (8, 2) if tiny else (32, 10)
   batches = (4,) if tiny else (128, 32)
   rows: list[dict] = []

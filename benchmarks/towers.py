@@ -175,7 +175,8 @@ def audio_row(settings: Settings) -> Row:
 # ----------------------------------------------------------------------------- text
 
 
-def _tokens(batch: int, length: int, vocab: int, seed: int = 0):
+def caption_tokens(batch: int, length: int, vocab: int, seed: int = 0):
+  """ids, mask, token types [B, L] int32: [CLS] first, lengths from L down to L/4, padding 0."""
   rng = np.random.default_rng(seed)
   lengths = np.linspace(length, max(3, length // 4), batch).astype(int)
   mask = (np.arange(length)[None, :] < lengths[:, None]).astype(np.int32)
@@ -199,7 +200,7 @@ def text_row(settings: Settings) -> Row:
     ref.save_pretrained(tmp)
     bert_cfg, params = load_bert_checkpoint(tmp)
   assert bert_cfg.hidden_dropout_prob == 0.0 and bert_cfg.attention_probs_dropout_prob == 0.0
-  ids, mask, types = _tokens(batch, length, bert_cfg.vocab_size)
+  ids, mask, types = caption_tokens(batch, length, bert_cfg.vocab_size)
   probe = np.random.default_rng(1).normal(size=(batch, bert_cfg.hidden_size)).astype(np.float32)
   model = BertEncoder(bert_cfg)
 
