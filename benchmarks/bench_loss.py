@@ -35,6 +35,7 @@ import ot
 import torch
 
 from benchmarks.timing import Row, Settings
+from benchmarks.torch_loss import official_cost
 from mltm_jax import metric as metric_lib
 from mltm_jax.losses.mltm import mltm_loss
 
@@ -46,8 +47,6 @@ POT_STOP_THR = 1e-5
 MAX_ITERATIONS = 5000
 LOSS_ATOL = 1e-4
 GRAD_RTOL = 1e-3
-# Largest [rows, B, D] block of differences the reference materialises at once.
-REF_BLOCK_ELEMENTS = 1 << 27
 
 SHAPES = ((64, 512), (64, 1024), (256, 512), (256, 1024), (1024, 512), (1024, 1024))
 QUICK_SHAPES = ((256, 1024),)
@@ -97,20 +96,6 @@ def cost64(u: np.ndarray, v: np.ndarray, m: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- reference
-
-
-def official_cost(u: torch.Tensor, v: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-  """[B, D], [B', D], [D, D] -> [B, B'] ``sqrt((u_i - v_j) M (u_i - v_j)^T)``.
-
-  The official code's broadcast: differences [rows, B', D], times M, times the
-  differences, summed over D; in row blocks of at most REF_BLOCK_ELEMENTS.
-  """
-  rows = max(1, REF_BLOCK_ELEMENTS // (v.shape[0] * u.shape[1]))
-  parts = []
-  for start in range(0, u.shape[0], rows):
-    diff = u[start : start + rows, None, :] - v[None, :, :]
-    parts.append(((diff @ m) * diff).sum(-1))
-  return torch.sqrt(torch.clamp(torch.cat(parts), min=1e-12))
 
 
 def leaves(*arrays: np.ndarray) -> list[torch.Tensor]:

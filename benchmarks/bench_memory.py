@@ -87,12 +87,13 @@ def measure(side: str, batch: int, tiny: bool, steps: int = STEPS) -> dict:
   else:
     import torch
 
-    from benchmarks import bench_step
+    from benchmarks.bench_step import TorchStep
+    from benchmarks.torch_demo import TorchDemoModel, load_from_flax
 
-    model = bench_step.TorchDemoModel(cfg, text_dim)
-    bench_step.load_from_flax(model, params, stats)
+    model = TorchDemoModel(cfg, text_dim)
+    load_from_flax(model, params, stats)
     del params, stats
-    ref = bench_step.TorchStep(cfg, model)
+    ref = TorchStep(cfg, model)
     mel, text = torch.from_numpy(batch_np["audio"]), torch.from_numpy(batch_np["text"])
     call = lambda: ref(mel, text)
     out.update(_peak(call, None, steps))

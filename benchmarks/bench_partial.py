@@ -30,9 +30,9 @@ from benchmarks.bench_loss import (
   leaves,
   make_metric,
   make_pairs,
-  official_cost,
 )
 from benchmarks.timing import Row, Settings
+from benchmarks.torch_loss import official_cost
 from mltm_jax import metric as metric_lib
 from mltm_jax.losses.mltm import mltm_loss
 

@@ -6,7 +6,7 @@ token types by a one-hot matrix product; "onehot": words too) and batch (128, th
 value_and_grad of sum([CLS] * probe) over BERT-base (random weights, [B, 32] tokens, varied
 lengths, dropout off), in bfloat16 compute; at B=128 also float32 for gather and the fastest bf16 lookup.
 Median of 10 synchronised calls after 2 warm-ups; JSON written after every row. Ours only
-(the torch reference is `benchmarks.device_bench`'s towers_text row).
+(the torch reference is `benchmarks.device_bench`'s towers_text row, `device_towers.TextTower`).
 """
 
 from __future__ import annotations

@@ -96,7 +96,11 @@ class Config:
   )
   embed_dim: int = _f(256, "Joint embedding dimension D.")
   head_hidden: int = _f(512, "Hidden width of the projection MLPs.")
-  dropout: float = _f(0.2, "Dropout in the projection MLPs (and the audio CNN).")
+  dropout: float = _f(
+    0.2,
+    "Dropout in the projection MLPs and after every audio CNN block / stage; ResNet38's "
+    "dropout inside each BasicBlock stays at PANNs' fixed 0.1 (and fc1's at 0.5).",
+  )
   # Metric.
   metric: str = _f(
     "full", "Ground metric M: full, diagonal (official code), identity, lowrank.", METRICS

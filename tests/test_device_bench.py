@@ -1,5 +1,6 @@
-"""benchmarks.device_bench (the GPU benchmark) on CPU: --tiny end to end, the torch Sinkhorn
-of its reference against POT, and its refusal to run without a GPU."""
+"""benchmarks.device_bench (the GPU benchmark) on CPU: --tiny end to end with POT hidden (the GPU
+machine has none), the torch Sinkhorn of its reference against POT, the machine record's POT
+version, and its refusal to run without a GPU."""
 
 import json
 import math
@@ -11,15 +12,22 @@ import numpy as np
 import ot
 import torch
 
-from benchmarks.device_bench import torch_sinkhorn
+from benchmarks.device_common import Env, machine
+from benchmarks.torch_sinkhorn import torch_sinkhorn
 
 REPO = Path(__file__).resolve().parents[1]
 ROWS = "towers_text fp32,towers_audio bf16,step_demo fp32,step_paper fp32"
+# `python -m benchmarks.device_bench` in a process where `import ot` fails.
+WITHOUT_POT = (
+  "import runpy, sys; sys.modules['ot'] = None; "
+  "runpy.run_module('benchmarks.device_bench', run_name='__main__', alter_sys=True)"
+)
 
 
-def _run(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+def _run(*args: str, timeout: float = 180, pot: bool = True) -> subprocess.CompletedProcess:
+  command = ["-m", "benchmarks.device_bench"] if pot else ["-c", WITHOUT_POT]
   return subprocess.run(
-    [sys.executable, "-m", "benchmarks.device_bench", *args],
+    [sys.executable, *command, *args],
     check=False,
     cwd=REPO,
     capture_output=True,
@@ -28,13 +36,13 @@ def _run(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
   )
 
 
-def test_tiny_rows_agree_with_torch(tmp_path):
+def test_tiny_rows_agree_with_torch_without_pot(tmp_path):
   out_file = tmp_path / "bench.json"
-  out = _run("--tiny", f"--rows={ROWS}", f"--out={out_file}")
+  out = _run("--tiny", f"--rows={ROWS}", f"--out={out_file}", pot=False)
   assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
   doc = json.loads(out_file.read_text())
   assert doc["errors"] == [] and doc["skipped"] == [], doc
-  assert doc["machine"]["tiny"] is True
+  assert doc["machine"]["tiny"] is True and doc["machine"]["pot"] is None, doc["machine"]
   rows = {(r["name"], r["mode"]): r for r in doc["rows"]}
   assert set(rows) == {
     ("towers_text", "fp32"),
@@ -76,6 +84,11 @@ def test_torch_sinkhorn_is_pots_sinkhorn():
   (-torch.log(torch.diagonal(plan)).mean()).backward()
   (-torch.log(torch.diagonal(ref)).mean()).backward()
   np.testing.assert_allclose(cost.grad.numpy(), ref_cost.grad.numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_machine_records_pot_version():
+  info = machine(Env(tiny=True, device=torch.device("cpu"), budget_s=1.0))
+  assert info["pot"] == ot.__version__ and info["torch"] == torch.__version__, info
 
 
 def test_refuses_without_gpu(tmp_path):

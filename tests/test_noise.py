@@ -14,6 +14,7 @@ import pytest
 from mltm_jax.config import Config
 from mltm_jax.data.noise import RECORD, corrupt_pairs
 from mltm_jax.data.pipeline import PairSampler, Split
+from tests.test_train import tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -110,18 +111,7 @@ def test_loop_corrupts_train_only_and_records_it(tiny_synthcaps, tmp_path, monke
 
   monkeypatch.setattr(loop, "load", spy_load)
   monkeypatch.setattr(loop, "build_run", stop)
-  cfg = Config(
-    dataset="synthcaps",
-    data_dir=str(tiny_synthcaps),
-    synthcaps_sizes="192,32,32",
-    synthcaps_seed=3,
-    sample_rate=8000,
-    fmax=4000.0,
-    noise_p=0.4,
-    seed=5,
-    workdir=str(tmp_path),
-    progress=False,
-  )
+  cfg = tiny_config(tiny_synthcaps, tmp_path, noise_p=0.4, seed=5)
   with pytest.raises(Stop):
     loop.train_and_evaluate(cfg)
   rec = json.loads((tmp_path / RECORD).read_text())

@@ -1,5 +1,6 @@
-"""Prepared data through the user's commands: launch.prepare, launch.train (20 steps) and
-launch.evaluate, on the Clotho, AudioCaps and own-CSV fixtures (with --noise_p on Clotho).
+"""Prepared data through the user's commands: launch.prepare and launch.train (20 steps) on the
+Clotho, AudioCaps and own-CSV fixtures, then launch.evaluate on the Clotho run (which also has
+--noise_p and a resampled input).
 ESC-50 has no training split; its prepared layout goes through launch.zeroshot
 (tests/test_zeroshot.py)."""
 
@@ -67,14 +68,15 @@ def test_prepare_train_evaluate(layout, tmp_path):
   final = json.loads((work / "final_metrics.json").read_text())
   assert final["best_step"] == 20 and final["skipped_steps"] == 0
   test_items = read_jsonl(data / "test.jsonl")
-  res = run("launch.evaluate", f"--workdir={work}", "--split=test")
-  assert res.returncode == 0, res.stderr[-3000:]
-  ev = json.loads((work / "eval_test.json").read_text())
-  assert ev["num_clips"] == len(test_items)
-  assert ev["num_captions"] == sum(len(it["captions"]) for it in test_items)
-  for d in ("t2a", "a2t"):
-    for k in ("R@1", "R@10", "mAP@10"):
-      assert ev["distance"][d][k] == pytest.approx(final[d][k], abs=1e-6)
+  if layout == "clotho":  # launch.evaluate reads prepared data the same way for every layout
+    res = run("launch.evaluate", f"--workdir={work}", "--split=test")
+    assert res.returncode == 0, res.stderr[-3000:]
+    ev = json.loads((work / "eval_test.json").read_text())
+    assert ev["num_clips"] == len(test_items)
+    assert ev["num_captions"] == sum(len(it["captions"]) for it in test_items)
+    for d in ("t2a", "a2t"):
+      for k in ("R@1", "R@10", "mAP@10"):
+        assert ev["distance"][d][k] == pytest.approx(final[d][k], abs=1e-6)
   train_items = {it["id"]: it["captions"] for it in read_jsonl(data / "train.jsonl")}
   if layout == "clotho":
     rec = json.loads((work / "noisy_pairs.json").read_text())
