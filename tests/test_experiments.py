@@ -278,3 +278,47 @@ def test_prune_keeps_results_and_bad_input_is_one_line(tmp_path):
   (wd / "config.json").write_text(cfg.to_json())
   with pytest.raises(ValueError, match="num_steps"):
     plan_runs(claims.select(grid, ["contrastive"]), tmp_path / "g")
+
+
+def test_claims_paired_column_counts_per_seed_signs():
+  """'paired' = per-seed differences with the claimed sign, counted here by hand from the same
+  fake finals (seed 1999 of partial OT missing: only seeds both cells have are paired)."""
+  from mltm_jax.experiments.report import Results, claims_section
+
+  grid = claims.claims_grid("smoke", num_seeds=3)
+  rng = np.random.default_rng(1)
+  cells = ["mltm_full", "triplet", "contrastive", "mltm_partial"]
+  cells += [c for _, cs in grid.noise for _, c in cs[1:] if "noise0.2" in c]
+  finals = {c: {s: _fake_final(rng, "distance") for s in grid.seeds} for c in cells}
+  del finals["mltm_partial"][1999]
+  lines = claims_section(grid, Results(finals, {}))
+
+  def r1(cell, seed):  # [distance t2a, distance a2t, plan t2a, plan a2t]
+    f = finals[cell][seed]
+    return [f[d]["R@1"] for d in DIRS] + [f["by_plan"][d]["R@1"] for d in DIRS]
+
+  def count(a, b):
+    seeds = sorted(set(finals[a]) & set(finals[b]))
+    diffs = [x - y for s in seeds for x, y in zip(r1(a, s), r1(b, s))]
+    return f"{sum(d > 0 for d in diffs)}/{len(diffs)}"
+
+  def row(start):
+    line = next(l for l in lines if l.startswith("| " + start))
+    return [c.strip() for c in line.strip("|").split("|")]
+
+  assert row("m-LTM beats triplet")[6] == count("mltm_full", "triplet")  # x/12
+  assert row("m-LTM beats triplet")[6].endswith("/12")
+  assert row("partial OT adds")[6] == count("mltm_partial", "mltm_full")
+  assert row("partial OT adds")[6].endswith("/8")
+  # Noise at p = 0.2: partial's drop smaller than InfoNCE's, per seed (1997, 1998 only).
+  drops = [
+    (c0 - c) - (p0 - p)
+    for s in (1997, 1998)
+    for c0, c, p0, p in zip(
+      r1("contrastive", s),
+      r1("contrastive__noise0.2", s),
+      r1("mltm_partial", s),
+      r1("mltm_partial__noise0.2", s),
+    )
+  ]
+  assert row("0.2")[-2] == f"{sum(d > 0 for d in drops)}/8"
