@@ -1,6 +1,6 @@
 """Runs the benchmarks and prints one row per measurement.
 
-  python -m benchmarks.run [--only=loss,partial,eval,psd] [--json=FILE] [--quick]
+  python -m benchmarks.run [--only=loss,partial,eval,psd,data] [--json=FILE] [--quick]
 
 Each benchmark times ours and a reference (torch / POT / numpy, written in
 benchmarks/ from the method's description) in this process: warm-up excluded,
@@ -22,6 +22,7 @@ from pathlib import Path
 from absl import app, flags
 
 from benchmarks import (
+  bench_data,
   bench_eval,
   bench_loss,
   bench_memory,
@@ -42,6 +43,7 @@ BENCHMARKS = {
   "memory": bench_memory,  # row memory (peak memory of the demo step vs batch size)
   "towers": towers,  # rows towers_audio (ResNet38 trunk), towers_text (BERT-base)
   "search": bench_search,  # rows search_exact (JAX vs faiss flat), search_ann (faiss IVF)
+  "data": bench_data,  # rows data (input pipeline: peak RSS and clips/s vs dataset size)
 }
 
 FLAGS = flags.FLAGS

@@ -1,9 +1,12 @@
 """Evaluate a trained run on a split.
 
   python -m launch.evaluate --workdir=runs/demo [--split=test] [--rank_by=distance|plan|both]
-      [--checkpoint=best|latest]
+      [--checkpoint=best|latest] [--dataset=clotho --data_dir=DIR] [--out=FILE]
 
-Prints a table per ranking score and writes WORKDIR/eval_<split>.json.
+Prints a table per ranking score and writes WORKDIR/eval_<split>.json; on other data than the
+run's own (--dataset / --data_dir) WORKDIR/eval_<dataset>_<folder name>_<split>.json instead,
+or --out. The evaluated folder is only read (SynthCaps is rendered only into a new or empty
+folder, and a finished rendering given by --data_dir is read as it is).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from absl import app, flags
 
 from launch.flags import fail
 from launch.runtime import init_runtime
+from mltm_jax.config import DATASETS
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory written by launch.train.")
 _SPLIT = flags.DEFINE_enum("split", "test", ["train", "val", "test"], "Split to evaluate.")
@@ -26,7 +30,13 @@ _RANK_BY = flags.DEFINE_enum(
   "Ranking score: learned distance, OT plan, or both.",
 )
 _CHECKPOINT = flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which checkpoint.")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "Override the run's --data_dir.")
+_DATASET = flags.DEFINE_enum(
+  "dataset", None, list(DATASETS), "Layout of --data_dir, if not the run's own --dataset."
+)
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "Evaluate on this folder, not the run's own.")
+_OUT = flags.DEFINE_string(
+  "out", None, "Report file (default WORKDIR/eval_<split>.json, or with the data's name)."
+)
 
 
 def main(argv):
@@ -38,17 +48,18 @@ def main(argv):
   if not (workdir / "config.json").is_file():
     fail(f"--workdir={workdir}: no config.json (not a run directory written by launch.train)")
   init_runtime()
+  from launch.eval_data import loading_config, report_path, target_config
   from mltm_jax.config import Config
   from mltm_jax.evaluation.evaluate import retrieval_report
   from mltm_jax.evaluation.report import format_metrics_table
   from mltm_jax.train.checkpoint import Checkpoints
   from mltm_jax.train.setup import build_run, load
 
-  cfg = Config.from_json(workdir / "config.json").replace(workdir=str(workdir))
-  if _DATA_DIR.value:
-    cfg = cfg.replace(data_dir=_DATA_DIR.value)
+  own = Config.from_json(workdir / "config.json").replace(workdir=str(workdir))
+  cfg, other = target_config(own, _DATASET.value, _DATA_DIR.value)
+  path = report_path(workdir, _OUT.value, f"eval_{_SPLIT.value}", cfg, other)
   try:
-    split = load(cfg, _SPLIT.value, cfg.progress)
+    split = load(loading_config(cfg, other), _SPLIT.value, cfg.progress)
   except (FileNotFoundError, ValueError) as e:
     fail(str(e).splitlines()[0])
   run = build_run(cfg)
@@ -77,7 +88,9 @@ def main(argv):
     out[method] = report
     print(f"\n{_SPLIT.value} split, step {int(state.step)}, ranked by {method}:")
     print(format_metrics_table(report))
-  path = workdir / f"eval_{_SPLIT.value}.json"
+  if other:
+    out["dataset"], out["data_dir"] = cfg.dataset, str(cfg.data_dir)
+  path.parent.mkdir(parents=True, exist_ok=True)
   path.write_text(json.dumps(out, indent=2))
   print(f"\nwritten {path}")
   ckpts.close()

@@ -78,6 +78,15 @@ def enable_compilation_cache(path: Path) -> None:
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
+def _check_data_dirs(runs) -> None:
+  """Raises ForeignDirectoryError (one line) before any work when a run would render SynthCaps
+  into a folder holding something else."""
+  from mltm_jax.data.synthcaps import check_synthcaps_dir
+
+  for data_dir in sorted({r.config.data_dir for r in runs if r.config.dataset == "synthcaps"}):
+    check_synthcaps_dir(data_dir)
+
+
 def main(argv):
   if len(argv) > 1:
     fail(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -110,6 +119,7 @@ def main(argv):
   if not _REPORT_ONLY.value:
     try:
       runs = plan_runs(grid, out, progress=_PROGRESS.value)
+      _check_data_dirs(runs)
     except ValueError as e:
       fail(str(e))
     date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")

@@ -24,6 +24,13 @@ def main(argv):
     fail(f"unexpected arguments: {' '.join(argv[1:])}")
   cfg = validated(config_from_flags())
   check_distributed_flags(cfg.batch_size)
+  if cfg.dataset == "synthcaps":  # a foreign --data_dir fails before the workdir is made
+    from mltm_jax.data.synthcaps import ForeignDirectoryError, check_synthcaps_dir
+
+    try:
+      check_synthcaps_dir(cfg.data_dir)
+    except ForeignDirectoryError as e:
+      fail(str(e))
   init_runtime()
   import jax
 

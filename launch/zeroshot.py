@@ -3,13 +3,17 @@
   python -m launch.zeroshot --workdir=runs/audiocaps_mltm --esc50=downloads/ESC-50-master \
       [--folds=1,2,3,4,5] [--prompt="This is a sound of {}."] [--rank_by=distance|plan|both]
   python -m launch.zeroshot --workdir=runs/demo --synthcaps [--split=test]
+      [--dataset=synthcaps|prepared --data_dir=DIR] [--out=FILE]
   (both --esc50 and --synthcaps in one call share the model set-up)
 
 ESC-50 (the release folder, meta/esc50.csv + audio/, or its launch.prepare output): each clip
 ranks the 50 class prompts (underscores become spaces); accuracy (= R@1), R@5, R@10, mAP@10
 per fold and overall (mean of the folds), and per-class accuracy. --synthcaps: the run's own
 SynthCaps split, each clip's labels being its sound sources (1-3), prompts for the 62 sources.
-Writes WORKDIR/zeroshot_esc50.json or zeroshot_synthcaps.json.
+Writes WORKDIR/zeroshot_esc50.json or zeroshot_synthcaps.json; --synthcaps on other data than
+the run's own (--dataset / --data_dir: a SynthCaps rendering, or its launch.prepare output)
+writes WORKDIR/zeroshot_<dataset>_<folder name>_synthcaps.json instead (or --out, one task).
+The data folders are only read.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from absl import app, flags
 
 from launch.flags import fail
 from launch.runtime import init_runtime
+from mltm_jax.config import DATASETS
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +44,11 @@ _PLAN_ITERS = flags.DEFINE_integer("plan_iterations", 10, "Sinkhorn iterations o
 _CHECKPOINT = flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which checkpoint.")
 _PER_CLASS = flags.DEFINE_bool("per_class", True, "Print per-class accuracy.")
 _PROGRESS = flags.DEFINE_bool("progress", None, "Progress bars (default: the run's --progress).")
+_DATASET = flags.DEFINE_enum(
+  "dataset", None, list(DATASETS), "--synthcaps: layout of --data_dir, if not the run's own."
+)
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "--synthcaps: this folder, not the run's own.")
+_OUT = flags.DEFINE_string("out", None, "Report file (one task only; default in WORKDIR).")
 
 
 def _esc50_data(cfg, folds: list[int]):
@@ -62,12 +72,13 @@ def _esc50_data(cfg, folds: list[int]):
   )
 
 
-def _synthcaps_data(cfg):
+def _synthcaps_data(cfg, other: bool):
+  from launch.eval_data import loading_config
   from mltm_jax.data.prepare.synth import split_source_labels
   from mltm_jax.data.synthcaps import SOURCES
   from mltm_jax.train.setup import load
 
-  split = load(cfg, _SPLIT.value, cfg.progress)
+  split = load(loading_config(cfg, other), _SPLIT.value, cfg.progress)
   names = split_source_labels(cfg.dataset, cfg.data_dir, _SPLIT.value, split.file_names)
   position = {s: k for k, s in enumerate(SOURCES)}
   labels = [[position[s] for s in clip] for clip in names]
@@ -89,19 +100,41 @@ def main(argv):
     fail(f"--folds must be comma-separated integers, got {_FOLDS.value!r}")
   if _ESC50.value and not Path(_ESC50.value).is_dir():
     fail(f"--esc50={_ESC50.value}: no such folder")
+  if (_DATASET.value or _DATA_DIR.value) and not _SYNTHCAPS.value:
+    fail("--dataset / --data_dir choose the data of --synthcaps (ESC-50: --esc50=DIR)")
+  if _OUT.value and _ESC50.value and _SYNTHCAPS.value:
+    fail("--out names one report: give --esc50 or --synthcaps, not both")
+  if (
+    _OUT.value
+    and _ESC50.value
+    and Path(_OUT.value).resolve().is_relative_to(Path(_ESC50.value).resolve())
+  ):
+    fail(f"--out={_OUT.value} lies inside --esc50={_ESC50.value}")
   if not 0.001 <= _PLAN_EPS.value <= 10 or _PLAN_ITERS.value < 1:
     fail("--plan_eps must be in [0.001, 10] and --plan_iterations >= 1")
   workdir = Path(_WORKDIR.value)
   if not (workdir / "config.json").is_file():
     fail(f"--workdir={workdir}: no config.json (not a run directory written by launch.train)")
   init_runtime()
+  from launch.eval_data import loading_config, report_path, target_config
   from mltm_jax.config import Config
+  from mltm_jax.data.synthcaps import ForeignDirectoryError, check_synthcaps_dir
   from mltm_jax.train.checkpoint import Checkpoints
   from mltm_jax.train.setup import build_run
 
-  cfg = Config.from_json(workdir / "config.json").replace(workdir=str(workdir))
+  own = Config.from_json(workdir / "config.json").replace(workdir=str(workdir))
   if _PROGRESS.value is not None:
-    cfg = cfg.replace(progress=_PROGRESS.value)
+    own = own.replace(progress=_PROGRESS.value)
+  cfg, other = target_config(own, _DATASET.value, _DATA_DIR.value)
+  if _SYNTHCAPS.value and cfg.dataset == "clotho":
+    fail("--synthcaps needs SynthCaps labels, --dataset=clotho has none (synthcaps or prepared)")
+  if _OUT.value:
+    report_path(workdir, _OUT.value, "", cfg, other)  # fails now if inside the data folder
+  if _SYNTHCAPS.value and loading_config(cfg, other).dataset == "synthcaps":
+    try:  # a folder SynthCaps may not be rendered into fails before the model is built
+      check_synthcaps_dir(cfg.data_dir)
+    except ForeignDirectoryError as e:
+      fail(str(e))
   run = build_run(cfg)
   ckpts = Checkpoints(workdir, cfg.keep_checkpoints)
   template = run.init_state()
@@ -113,20 +146,21 @@ def main(argv):
     fail(f"{workdir}: no {_CHECKPOINT.value} checkpoint")
   for task in ("esc50", "synthcaps"):
     if (task == "esc50" and _ESC50.value) or (task == "synthcaps" and _SYNTHCAPS.value):
-      _zeroshot(task, cfg, run, state, folds, workdir)
+      _zeroshot(task, cfg, run, state, folds, workdir, other and task == "synthcaps")
 
 
-def _zeroshot(task: str, cfg, run, state, folds: list[int], workdir: Path) -> None:
+def _zeroshot(task: str, cfg, run, state, folds: list[int], workdir: Path, other: bool) -> None:
   """Embeds the task's clips and prompts, prints and writes the report(s)."""
   import numpy as np
 
+  from launch.eval_data import report_path
   from mltm_jax import metric as metric_lib
   from mltm_jax.data.pipeline import Split
   from mltm_jax.evaluation.zeroshot import format_zeroshot, zeroshot_report
 
   try:
     ids, waves, labels, clip_folds, classes = (
-      _esc50_data(cfg, folds) if task == "esc50" else _synthcaps_data(cfg)
+      _esc50_data(cfg, folds) if task == "esc50" else _synthcaps_data(cfg, other)
     )
   except (FileNotFoundError, ValueError) as e:
     fail(str(e).splitlines()[0])
@@ -168,7 +202,10 @@ def _zeroshot(task: str, cfg, run, state, folds: list[int], workdir: Path) -> No
         report, f"{where} zero-shot, step {int(state.step)}, ranked by {how}:", _PER_CLASS.value
       )
     )
-  path = workdir / f"zeroshot_{task}.json"
+  if other:
+    out["dataset"], out["data_dir"] = cfg.dataset, str(cfg.data_dir)
+  path = report_path(workdir, _OUT.value, f"zeroshot_{task}", cfg, other)
+  path.parent.mkdir(parents=True, exist_ok=True)
   path.write_text(json.dumps(out, indent=2))
   print(f"\nwritten {path}")
 

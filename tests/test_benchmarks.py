@@ -74,3 +74,22 @@ def test_towers_tiny_rows_agree(tmp_path):
     assert set(r) == KEYS and r["agree"] is True, r
     ours_sps, ref_sps = (float(x) for x in r["params"]["samples_s"].split("/"))
     assert abs(ours_sps / ref_sps - r["ratio"]) <= 0.02 * r["ratio"], r
+
+
+def test_tiny_data_rows(tmp_path):
+  """The input-pipeline row: per N, the child's peak RSS and clips/s; the dataset is removed."""
+  out_file = tmp_path / "rows.json"
+  data_dir = tmp_path / "data"
+  (data_dir / "mine").mkdir(parents=True)  # not the benchmark's: must survive
+  out = _run(
+    "--tiny", "--only=data", "--runs=1", f"--json={out_file}", f"--data_bench_dir={data_dir}"
+  )
+  assert out.returncode == 0, out.stderr[-3000:]
+  rows = json.loads(out_file.read_text())
+  assert [r["name"] for r in rows] == ["data", "data"]
+  assert [r["params"]["clips"] for r in rows] == [40, 80]
+  for r in rows:
+    assert KEYS <= set(r), r
+    assert r["rss_peak_mb"] > 50 and r["clips_per_s"] > 0, r
+  assert rows[0]["ref_rss_peak_mb"] > 50 and rows[0]["ref_clips_per_s"] > 0
+  assert [p.name for p in data_dir.iterdir()] == ["mine"]  # its datasets deleted, only those

@@ -95,3 +95,54 @@ def test_two_processes_equal_one_process(tiny_synthcaps, tmp_path, shared):
   for d in ("t2a", "a2t"):
     for k, v in fa[d].items():
       assert fb[d][k] == pytest.approx(v, abs=1e-6), (d, k)
+
+
+@pytest.mark.slow
+def test_each_process_reads_only_the_clips_of_its_rows(tiny_synthcaps, tmp_path, shared):
+  """Two processes, waveform inputs (the paper configs' setting): process p's train store reads
+  exactly the crops of rows [p B/2, (p+1) B/2) of every global batch; validation and test clips
+  are read by one process each (each reads the rows of its devices) and all are read."""
+  import sys
+
+  from mltm_jax.data.pipeline import PairSampler, host_slice, load_split
+
+  work = tmp_path / "run"
+  shared.seed(work)
+  port = free_port()
+  flags = tiny_flags(tiny_synthcaps, work, precompute_mel="false", num_steps=12, eval_every=6)
+  procs = [
+    subprocess.Popen(
+      [sys.executable, "-m", "tests.reads_driver", *flags,
+       f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}"],
+      cwd=REPO,
+      env=shared.env(MLTM_READS_OUT=str(tmp_path / f"reads{i}.json")),
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+    )
+    for i in (1, 0)
+  ]
+  try:
+    outs = [p.communicate(timeout=300) for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  for p, (_, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-3000:]
+  reads = [json.loads((tmp_path / f"reads{i}.json").read_text()) for i in (0, 1)]
+
+  train = load_split(tiny_synthcaps, "development", 8000, progress=False)
+  sampler = PairSampler(train.clip_captions, 16, seed=1997)
+  for p in (0, 1):
+    rows = host_slice(16, p, 2)
+    expected = sorted(int(c) for s in range(12) for c in sampler.global_batch(s)[0][rows])
+    assert sorted(reads[p]["train"][0]) == expected
+  # 12 steps of 16 = one epoch of the 192 clips: every clip read once, by one process.
+  assert not set(reads[0]["train"][0]) & set(reads[1]["train"][0])
+  for which, n in (("val", 32), ("test", 32)):
+    a = [c for r in reads[0][which] for c in r]
+    b = [c for r in reads[1][which] for c in r]
+    assert a and b, which
+    assert not set(a) & set(b), which  # no clip read by both processes
+    assert set(a) | set(b) == set(range(n)), which

@@ -35,10 +35,12 @@ __all__ = [
   "SUMMARY",
   "item_waves",
   "items_path",
+  "iter_items",
   "load_prepared_split",
   "read_items",
   "read_summary",
   "shard_paths",
+  "split_store",
 ]
 
 FORMAT_VERSION = 1
@@ -94,6 +96,19 @@ def read_items(root: str | os.PathLike, split: str) -> list[dict]:
     return [json.loads(line) for line in f if line.strip()]
 
 
+def iter_items(root: str | os.PathLike, split: str):
+  """The item records of one split, one at a time (as read_items, without holding them all).
+  """
+  summary = read_summary(root)
+  path = items_path(root, split)
+  if split not in summary.get("splits", {}) or not path.is_file():
+    read_items(root, split)  # raises with the message listing the splits
+  with open(path, encoding="utf-8") as f:
+    for line in f:
+      if line.strip():
+        yield json.loads(line)
+
+
 def item_waves(root: str | os.PathLike, split: str, items: list[dict]) -> list[np.ndarray]:
   """float32 [T_i] waveforms of ``items`` (records of ``split``), read through memory maps
   (read-only views of the maps for float32 shards; int16 shards are scaled into RAM)."""
@@ -115,48 +130,86 @@ def item_waves(root: str | os.PathLike, split: str, items: list[dict]) -> list[n
   return out
 
 
+def split_store(root: str | os.PathLike, split: str, items: list[dict], sample_rate: int) -> Any:
+  """A ShardStore over ``items`` (records of ``split``): windows read from the shards on
+  demand, resampled at read time when the prepared rate is not ``sample_rate``."""
+  columns = {k: [it.get(k, 1.0) if k == "scale" else it[k] for it in items] for k in _COLUMNS}
+  return _store(root, split, columns, sample_rate)
+
+
+_COLUMNS = ("shard", "offset", "num_samples", "scale")
+
+
+def _store(root: str | os.PathLike, split: str, columns: dict, sample_rate: int) -> Any:
+  from mltm_jax.data.clips import ShardStore
+
+  root = Path(root)
+  have = int(read_summary(root)["sample_rate"])
+  if have != sample_rate:
+    log.warning(
+      "%s: prepared at %d Hz, resampling clips to %d Hz as they are read (re-prepare at the "
+      "model rate to avoid the cost)",
+      root,
+      have,
+      sample_rate,
+    )
+  shard = np.asarray(columns["shard"], np.int64)
+  n_files = int(shard.max()) + 1 if shard.size else 0
+  files = [shard_paths(root, split, k)[0] for k in range(n_files)]
+  missing = [str(files[k]) for k in np.unique(shard) if not files[k].is_file()]
+  if missing:
+    raise FileNotFoundError(f"{root}/{split}: missing shard file(s): {', '.join(missing[:3])}")
+  return ShardStore(
+    files,
+    shard,
+    np.asarray(columns["offset"], np.int64),
+    np.asarray(columns["num_samples"], np.int64),
+    np.asarray(columns["scale"], np.float32),
+    have,
+    sample_rate,
+  )
+
+
 def load_prepared_split(
   root: str | os.PathLike, split: str, sample_rate: int, *, progress: bool = True
 ) -> Any:
-  """A prepared split as a pipeline ``Split`` (clips in source order, captions in item order).
+  """A prepared split as a pipeline ``Split`` (clips in source order, captions in item order);
+  its audio is a ShardStore: nothing is decoded or held in memory here, and the item records
+  are read one at a time (only ids, captions and the four shard columns are kept).
 
   Args:
     root: directory written by launch.prepare.
     split: "train", "val" or "test".
-    sample_rate: the model rate; audio prepared at another rate is resampled here (librosa,
-      logged once; re-preparing at the model rate avoids the cost).
+    sample_rate: the model rate; audio prepared at another rate is resampled as it is read
+      (librosa, logged once; re-preparing at the model rate avoids the cost).
+    progress: unused (kept for the loaders' common signature).
 
   Raises:
-    FileNotFoundError: incomplete dataset or missing split. ValueError: a split whose items
-      have no captions (ESC-50) or no items.
+    FileNotFoundError: incomplete dataset, missing split or shard. ValueError: a split whose
+      items have no captions (ESC-50) or no items.
   """
-  from tqdm.auto import tqdm
-
   from mltm_jax.data.pipeline import Split
 
+  del progress
   summary = read_summary(root)
-  items = read_items(root, split)
-  items = [it for it in items if it.get("captions")]
-  if not items:
-    raise ValueError(f"{root}/{split}: no clips with captions")
-  waves = item_waves(root, split, items)
-  have = int(summary["sample_rate"])
-  if have != sample_rate:
-    import librosa
-
-    log.warning("%s: prepared at %d Hz, resampling to %d Hz", root, have, sample_rate)
-    waves = [
-      librosa.resample(w, orig_sr=have, target_sr=sample_rate).astype(np.float32)
-      for w in tqdm(waves, desc=f"resample {split}", disable=not progress, leave=False)
-    ]
+  ids: list[str] = []
   captions: list[str] = []
   cap2clip: list[int] = []
   clip_caps: list[np.ndarray] = []
-  for i, it in enumerate(items):
+  columns: dict[str, list] = {k: [] for k in _COLUMNS}
+  for it in iter_items(root, split):
+    if not it.get("captions"):
+      continue
+    i = len(ids)
+    ids.append(it["id"])
+    for k in _COLUMNS:
+      columns[k].append(it.get(k, 1.0) if k == "scale" else it[k])
     start = len(captions)
     captions.extend(it["captions"])
     cap2clip.extend([i] * len(it["captions"]))
     clip_caps.append(np.arange(start, len(captions), dtype=np.int32))
+  if not ids:
+    raise ValueError(f"{root}/{split}: no clips with captions")
   n_skipped = int(summary.get("splits", {}).get(split, {}).get("skipped", 0))
   if n_skipped:
     log.info(
@@ -164,8 +217,8 @@ def load_prepared_split(
     )
   return Split(
     split,
-    [it["id"] for it in items],
-    waves,
+    ids,
+    _store(root, split, columns, sample_rate),
     captions,
     np.asarray(cap2clip, np.int32),
     clip_caps,

@@ -54,6 +54,8 @@ __all__ = [
   "render_clip",
   "generate_synthcaps",
   "ensure_synthcaps",
+  "ForeignDirectoryError",
+  "check_synthcaps_dir",
   "source_labels",
 ]
 
@@ -1509,6 +1511,36 @@ def generate_synthcaps(
   return summary
 
 
+class ForeignDirectoryError(ValueError):
+  """SynthCaps would be rendered into a folder that holds something else (one-line message)."""
+
+
+# Files that mark a folder as a SynthCaps rendering: the finished marker, or the parameters
+# file generate_synthcaps writes (atomically, through its .tmp) before anything else, so an
+# interrupted rendering is still recognised and resumed.
+_OWN_FILES = (MARKER, PARAMS, PARAMS + ".tmp")
+
+
+def check_synthcaps_dir(out_dir: str | os.PathLike) -> None:
+  """Raises ForeignDirectoryError unless SynthCaps may be rendered into ``out_dir``: it does
+  not exist, is an empty folder, or holds a SynthCaps rendering (finished or interrupted).
+  Reads only; writes nothing."""
+  out = Path(out_dir)
+  if not out.exists() and not out.is_symlink():
+    return
+  if not out.is_dir():
+    raise ForeignDirectoryError(
+      f"refusing to render SynthCaps into {out}: it exists and is not a folder"
+    )
+  if any((out / name).exists() for name in _OWN_FILES):
+    return
+  if next(out.iterdir(), None) is not None:
+    raise ForeignDirectoryError(
+      f"refusing to render SynthCaps into {out}: the folder is not empty and holds no "
+      f"SynthCaps (no {MARKER}); give a new or empty folder, or the --dataset it holds"
+    )
+
+
 def ensure_synthcaps(
   out_dir: str | os.PathLike,
   sizes: dict[str, int] | None = None,
@@ -1518,8 +1550,14 @@ def ensure_synthcaps(
   workers: int | None = None,
 ) -> Path:
   """Return ``Path(out_dir)``, generating SynthCaps first unless SYNTHCAPS_DONE.json matches
-  (sizes, seed, sample_rate, version)."""
+  (sizes, seed, sample_rate, version).
+
+  Raises:
+    ForeignDirectoryError (a ValueError): ``out_dir`` is not empty and holds no SynthCaps
+      (see check_synthcaps_dir); nothing is written then.
+  """
   out = Path(out_dir)
+  check_synthcaps_dir(out)
   sizes = dict(DEFAULT_SIZES if sizes is None else sizes)
   want = {"sizes": {k: int(v) for k, v in sizes.items()}, **_params(seed, sample_rate)}
   marker = out / MARKER

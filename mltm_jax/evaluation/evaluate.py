@@ -29,18 +29,22 @@ def embed_in_batches(
 
   The last batch is padded (so one compiled shape serves every batch) and the
   padding rows are dropped. batch_size is rounded up to a multiple of ``multiple``.
+  ``inputs``: arrays, or lazy rows (mltm_jax.data.pipeline.LazyRows: read batch by batch).
   """
   n = jax.tree.leaves(inputs)[0].shape[0]
   bs = -(-min(batch_size, max(n, 1)) // multiple) * multiple
+
+  def pad(x, rows):
+    if hasattr(x, "padded"):
+      return x.padded(bs)
+    return np.concatenate([x, np.zeros((bs - rows,) + x.shape[1:], x.dtype)])
+
   out = []
   for start in tqdm(range(0, n, bs), desc=desc, disable=not progress, leave=False, unit="batch"):
     chunk = jax.tree.map(lambda x, start=start: x[start : start + bs], inputs)
     rows = jax.tree.leaves(chunk)[0].shape[0]
     if rows < bs:
-      chunk = jax.tree.map(
-        lambda x, rows=rows: np.concatenate([x, np.zeros((bs - rows,) + x.shape[1:], x.dtype)]),
-        chunk,
-      )
+      chunk = jax.tree.map(lambda x, rows=rows: pad(x, rows), chunk)
     out.append(np.asarray(fn(chunk))[:rows])
   return np.concatenate(out)
 

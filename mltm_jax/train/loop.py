@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from mltm_jax.config import Config
 from mltm_jax.data.noise import apply_noise
-from mltm_jax.data.pipeline import PairSampler, crop_batch, crop_mel_batch, host_slice, prefetch
+from mltm_jax.data.input_pipeline import TrainBatches
 from mltm_jax.evaluation.evaluate import retrieval_report, selection_score
 from mltm_jax.train.checkpoint import Checkpoints
 from mltm_jax.train.metrics_writer import MetricsWriter
@@ -115,8 +115,8 @@ def train_and_evaluate(cfg: Config) -> dict:
   cfg = cfg.with_epochs(len(train.captions))  # --num_epochs / --lr_decay_epochs -> steps
   run = build_run(cfg)
   cache = workdir / "cache"
-  run.prepare_audio(train, cfg.progress)
-  run.prepare_audio(val, cfg.progress)
+  run.prepare_audio(train, cfg.progress, cache)  # --precompute_mel: log-mels on first use
+  run.prepare_audio(val, cfg.progress, cache)
   train_text = run.text_inputs(train, cache, cfg.progress)
   val_text = run.text_inputs(val, cache, cfg.progress)
   logging.info(
@@ -138,19 +138,18 @@ def train_and_evaluate(cfg: Config) -> dict:
   best = _resumed_best(ckpts, best_path, main_process)
   skipped_logged = int(state.skipped)
 
-  # Batches: a pure function of the step (exact resume), this host's rows only.
-  sampler = PairSampler(train.clip_captions, cfg.batch_size, cfg.seed)
-  rows = host_slice(cfg.batch_size, jax.process_index(), jax.process_count())
-
-  def make_batch(step: int) -> dict:
-    clips, caps = sampler.global_batch(step)
-    text = jax.tree.map(lambda x: x[caps[rows]], train_text)
-    audio = (  # crops drawn for the global batch: the same whatever the number of hosts
-      crop_mel_batch(train.mels, clips, run.clip_frames, cfg.seed, step, rows)
-      if train.mels is not None
-      else crop_batch(train.waves, clips, cfg.clip_samples, cfg.seed, step, rows)
-    )
-    return {"audio": audio, "text": text}
+  # Batches: a pure function of the step (exact resume), this process's rows only, read from
+  # the clip store per batch.
+  batches_of = TrainBatches(
+    train,
+    train_text,
+    cfg.batch_size,
+    cfg.seed,
+    cfg.clip_samples,
+    run.clip_frames,
+    jax.process_index(),
+    jax.process_count(),
+  )
 
   train_step = make_train_step(cfg, run.audio_tower, run.text_tower, run.tx, run.mesh)
   writer = MetricsWriter(workdir)
@@ -183,7 +182,7 @@ def train_and_evaluate(cfg: Config) -> dict:
     disable=not cfg.progress or not main_process,
   )
   t_log = time.time()
-  batches = prefetch(lambda s: to_global(run.mesh, make_batch(s)), range(start, cfg.num_steps))
+  batches = batches_of.iterate(start, cfg.num_steps, put=lambda b: to_global(run.mesh, b))
   for step in range(start, cfg.num_steps):
     state, metrics = train_step(state, next(batches))
     bar.update(1)
@@ -198,7 +197,7 @@ def train_and_evaluate(cfg: Config) -> dict:
         {
           **m,
           "steps_per_s": cfg.log_every / max(elapsed, 1e-9),
-          "epoch": done / sampler.steps_per_epoch,
+          "epoch": done / batches_of.steps_per_epoch,
         },
       )
       bar.set_postfix(loss=f"{float(m['loss']):.4f}", skipped=int(m["skipped"]))
@@ -207,6 +206,7 @@ def train_and_evaluate(cfg: Config) -> dict:
       validate(done)
       ckpts.save_latest(done, state, force=True)
     if preempt.stop(done, cfg.num_steps):
+      batches.close()  # the input threads stop before anything else is torn down
       ckpts.save_latest(done, state, force=True)  # no-op if this step was just saved
       ckpts.wait()
       ckpts.close()
@@ -221,8 +221,9 @@ def train_and_evaluate(cfg: Config) -> dict:
 
   # Final: the best validation checkpoint on the test split, both ranking scores.
   best_state = ckpts.restore_best(state) or state
+  batches.close()
   test = load(cfg, "test", cfg.progress)
-  run.prepare_audio(test, cfg.progress)
+  run.prepare_audio(test, cfg.progress, cache)
   test_text = run.text_inputs(test, cache, cfg.progress)
   audio, text = run.embed_split(best_state, test, test_text)
   reports = {

@@ -11,7 +11,7 @@ import numpy as np
 
 from mltm_jax.config import Config
 from mltm_jax import frontend
-from mltm_jax.data.pipeline import Split, attach_mels, eval_mels, eval_waves, load_split
+from mltm_jax.data.pipeline import Split, attach_mels, eval_audio, load_split
 from mltm_jax.data.synthcaps import ensure_synthcaps
 from mltm_jax.data.text import TextEncoder, text_encoder_dir, text_inputs
 from mltm_jax.models.two_tower import build_towers, mel_config
@@ -60,10 +60,15 @@ class Run:
   def clip_frames(self) -> int:
     return 1 + self.cfg.clip_samples // self.cfg.hop_length
 
-  def prepare_audio(self, split: Split, progress: bool = True) -> None:
-    """Precomputes the split's log-mels when --precompute_mel (else nothing to do)."""
+  def prepare_audio(
+    self, split: Split, progress: bool = True, cache_dir: str | Path | None = None
+  ) -> None:
+    """With --precompute_mel, gives the split a log-mel cache (each clip's log-mel computed on
+    its first use, kept in an unlinked file under ``cache_dir``); else nothing to do."""
+    del progress
     if self.cfg.precompute_mel:
-      attach_mels(split, self.mel_fn, self.cfg.clip_samples, self.cfg.hop_length, progress=progress)
+      cfg = self.cfg
+      attach_mels(split, self.mel_fn, cfg.clip_samples, cfg.hop_length, cfg.n_mels, cache_dir)
 
   def init_state(self) -> state_lib.TrainState:
     """A fresh replicated train state (pretrained text weights loaded when fine-tuned, the
@@ -109,11 +114,7 @@ class Run:
     if self.cfg.long_audio == "chunk":
       audio = self.embed_waves(state, split.waves, progress)
     else:
-      inputs = (
-        eval_mels(split, self.clip_frames)
-        if split.mels is not None
-        else eval_waves(split, self.cfg.clip_samples)
-      )
+      inputs = eval_audio(split, self.cfg.clip_samples, self.clip_frames)  # read per batch
       audio = embed_in_batches(
         lambda x: self.embed_audio(state.params, state.batch_stats, x),
         inputs,

@@ -107,7 +107,8 @@ def from_host_copy(mesh: Mesh, full: Any) -> Any:
   def one(x):
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
       return x
-    x = np.asarray(x)
+    if not hasattr(x, "padded"):  # lazy rows (LazyRows) are read per addressable shard only
+      x = np.asarray(x)
     return jax.make_array_from_callback(x.shape, batch_sharded(mesh), lambda idx: x[idx])
 
   return jax.tree.map(one, full)
@@ -132,7 +133,11 @@ def make_embed_fns(audio_tower, text_tower, mesh: Mesh):
   audio_fn = jax.jit(embed_audio, in_shardings=(rep, rep, data), out_shardings=rep)
   text_fn = jax.jit(embed_text, in_shardings=(rep, data), out_shardings=rep)
   if jax.process_count() == 1:
-    return audio_fn, text_fn
+    dense = lambda x: np.asarray(x) if hasattr(x, "padded") else x  # lazy rows -> numpy
+    return (
+      lambda params, stats, audio: audio_fn(params, stats, dense(audio)),
+      lambda params, text: text_fn(params, text),
+    )
   return (
     lambda params, stats, audio: audio_fn(params, stats, from_host_copy(mesh, audio)),
     lambda params, text: text_fn(params, from_host_copy(mesh, text)),
