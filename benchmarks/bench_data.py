@@ -129,7 +129,7 @@ def child(root: Path, side: str, seconds: float, batch: int, steps: int) -> dict
 
   from mltm_jax.data.input_pipeline import TrainBatches
   from mltm_jax.data.prepared import load_prepared_split
-  from mltm_jax.train.step import make_mesh, to_global
+  from mltm_jax.sharding import make_mesh, to_global
 
   split = load_prepared_split(root, "train", SAMPLE_RATE, progress=False)
   text = np.random.default_rng(0).standard_normal((len(split.captions), 384)).astype(np.float32)

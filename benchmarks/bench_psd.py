@@ -45,8 +45,10 @@ from benchmarks.timing import Row, Settings, blas_threads, block
 from mltm_jax import metric as metric_lib
 from mltm_jax.config import Config
 from mltm_jax.models.two_tower import build_towers
+from mltm_jax import model as model_lib
 from mltm_jax.train import state as state_lib
-from mltm_jax.train.step import make_mesh, make_train_step, replicated, to_global
+from mltm_jax.train.step import make_train_step
+from mltm_jax.sharding import make_mesh, replicated, to_global
 
 DIMS = (256, 1024)
 QUICK_DIMS = (256,)
@@ -108,7 +110,7 @@ def step_times(d: int, settings: Settings) -> dict[tuple[int, str], float]:
     "audio": (rng.normal(size=(cfg.batch_size, frames, cfg.n_mels)) * 10 - 40).astype(np.float32),
     "text": rng.normal(size=(cfg.batch_size, text_dim)).astype(np.float32),
   }
-  params, stats = state_lib.init_params(
+  params, stats = model_lib.init_params(
     cfg, audio_tower, text_tower, batch["text"][:2], jax.random.PRNGKey(0)
   )
   mesh = make_mesh(jax.devices()[:1])

@@ -59,7 +59,8 @@ class JaxTrainStep:
 
   def __init__(self, cfg, audio_tower, text_tower, params, stats, batch: dict):
     from mltm_jax.train import state as state_lib
-    from mltm_jax.train.step import make_mesh, make_train_step, replicated, to_global
+    from mltm_jax.train.step import make_train_step
+    from mltm_jax.sharding import make_mesh, replicated, to_global
 
     mesh = make_mesh(jax.devices()[:1])
     tx = state_lib.make_optimizer(cfg)
@@ -205,8 +206,8 @@ def paper_step_row(env: Env, mode: str) -> dict:
   from benchmarks.towers import TINY_BERT, caption_tokens
   from mltm_jax.models.hf_bert import load_bert_checkpoint
   from mltm_jax.models.panns_convert import convert_state_dict
+  from mltm_jax import model as model_lib
   from mltm_jax.models.two_tower import build_towers
-  from mltm_jax.train import state as state_lib
 
   cfg = paper_config(env.tiny, mode)
   b, frames = cfg.batch_size, (64 if env.tiny else 1 + cfg.clip_samples // cfg.hop_length)
@@ -242,7 +243,7 @@ def paper_step_row(env: Env, mode: str) -> dict:
     audio_tower, text_tower = build_towers(cfg, bert_cfg)
     # Our layout must be exactly what init would create (shapes only, nothing computed).
     shapes = jax.eval_shape(
-      lambda r: state_lib.init_params(
+      lambda r: model_lib.init_params(
         cfg, audio_tower, text_tower, jax.tree.map(lambda x: x[:2], batch["text"]), r
       ),
       jax.random.PRNGKey(0),

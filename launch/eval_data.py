@@ -30,7 +30,7 @@ def loading_config(cfg: Config, other: bool) -> Config:
   """The config to load the data with: a finished SynthCaps rendering given as another
   dataset is read as it is (the Clotho layout it is written in), never re-rendered to the
   run's sizes, seed or rate; the run's own data load as in training."""
-  from mltm_jax.data.synthcaps import MARKER
+  from mltm_jax.synthcaps import MARKER
 
   if other and cfg.dataset == "synthcaps" and (Path(cfg.data_dir) / MARKER).is_file():
     return cfg.replace(dataset="clotho")

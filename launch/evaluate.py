@@ -49,30 +49,26 @@ def main(argv):
     fail(f"--workdir={workdir}: no config.json (not a run directory written by launch.train)")
   init_runtime()
   from launch.eval_data import loading_config, report_path, target_config
-  from mltm_jax.config import Config
+  from mltm_jax.data.splits import load
   from mltm_jax.evaluation.evaluate import retrieval_report
   from mltm_jax.evaluation.report import format_metrics_table
-  from mltm_jax.train.checkpoint import Checkpoints
-  from mltm_jax.train.setup import build_run, load
+  from mltm_jax.run_dir import RunDir
 
-  own = Config.from_json(workdir / "config.json").replace(workdir=str(workdir))
+  run_dir = RunDir(workdir)
+  own = run_dir.config()
   cfg, other = target_config(own, _DATASET.value, _DATA_DIR.value)
   path = report_path(workdir, _OUT.value, f"eval_{_SPLIT.value}", cfg, other)
   try:
     split = load(loading_config(cfg, other), _SPLIT.value, cfg.progress)
   except (FileNotFoundError, ValueError) as e:
     fail(str(e).splitlines()[0])
-  run = build_run(cfg)
-  run.prepare_audio(split, cfg.progress)
-  ckpts = Checkpoints(workdir, cfg.keep_checkpoints)
-  template = run.abstract_state()
-  state = (
-    ckpts.restore_best(template) if _CHECKPOINT.value == "best" else ckpts.restore_latest(template)
-  )
-  if state is None:
-    fail(f"{workdir}: no {_CHECKPOINT.value} checkpoint to evaluate")
-  text = run.text_inputs(split, workdir / "cache", cfg.progress)
-  audio_emb, text_emb = run.embed_split(state, split, text, progress=cfg.progress)
+  try:
+    model, state = run_dir.load(cfg, _CHECKPOINT.value)  # params and batch stats only
+  except FileNotFoundError as e:
+    fail(f"{e} to evaluate")
+  model.prepare_audio(split, cfg.progress, run_dir.cache)
+  text = model.text_inputs(split, run_dir.cache, cfg.progress)
+  audio_emb, text_emb = model.embed_split(state, split, text, progress=cfg.progress)
   methods = ["distance", "plan"] if _RANK_BY.value == "both" else [_RANK_BY.value]
   out = {
     "split": _SPLIT.value,
@@ -93,7 +89,6 @@ def main(argv):
   path.parent.mkdir(parents=True, exist_ok=True)
   path.write_text(json.dumps(out, indent=2))
   print(f"\nwritten {path}")
-  ckpts.close()
 
 
 if __name__ == "__main__":

@@ -27,7 +27,9 @@ from launch.runtime import init_runtime
 REPO = Path(__file__).resolve().parents[1]
 XLA_CACHE = "xla_cache"
 
-_SUITE = flags.DEFINE_enum("suite", "claims", ["claims"], "Experiment grid (DESIGN.md section 8).")
+_SUITE = flags.DEFINE_enum(
+  "suite", "claims", ["claims"], "Experiment grid (docs/method.md section 8)."
+)
 _OUT = flags.DEFINE_string("out", None, "Grid directory: cells/, REPORT.md, plots.")
 _SCALE = flags.DEFINE_enum(
   "scale",
@@ -81,7 +83,7 @@ def enable_compilation_cache(path: Path) -> None:
 def _check_data_dirs(runs) -> None:
   """Raises ForeignDirectoryError (one line) before any work when a run would render SynthCaps
   into a folder holding something else."""
-  from mltm_jax.data.synthcaps import check_synthcaps_dir
+  from mltm_jax.synthcaps import check_synthcaps_dir
 
   for data_dir in sorted({r.config.data_dir for r in runs if r.config.dataset == "synthcaps"}):
     check_synthcaps_dir(data_dir)

@@ -20,10 +20,9 @@ def limit_blas_threads(threads: int | None = None):
   """Limits the BLAS thread pools of this process (threadpoolctl); returns the limiter.
 
   JAX's CPU eigh (the PSD projection inside the train step) is a LAPACK call into
-  scipy's OpenBLAS, whose threads then compete with XLA's own pool for the cores: on 2
-  cores the projection took 22-26% of a demo step with OpenBLAS's default threads and
-  2.5-2.7% with one, and the step ran 20-24% faster (benchmarks/bench_psd.py). ``threads``: None = $MLTM_BLAS_THREADS or 1;
-  0 = leave the defaults (returns None).
+  scipy's OpenBLAS, whose threads then compete with XLA's own pool for the cores (the
+  measured effect: WORKSPACE.md, Benchmarks, psd). ``threads``: None = $MLTM_BLAS_THREADS
+  or 1; 0 = leave the defaults (returns None).
   """
   import scipy.linalg  # noqa: F401  (loads scipy's OpenBLAS, the one jax's eigh calls)
   from threadpoolctl import threadpool_limits

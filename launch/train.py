@@ -25,7 +25,7 @@ def main(argv):
   cfg = validated(config_from_flags())
   check_distributed_flags(cfg.batch_size)
   if cfg.dataset == "synthcaps":  # a foreign --data_dir fails before the workdir is made
-    from mltm_jax.data.synthcaps import ForeignDirectoryError, check_synthcaps_dir
+    from mltm_jax.synthcaps import ForeignDirectoryError, check_synthcaps_dir
 
     try:
       check_synthcaps_dir(cfg.data_dir)

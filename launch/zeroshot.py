@@ -1,4 +1,4 @@
-"""Zero-shot sound classification with a trained run (DESIGN.md section 6).
+"""Zero-shot sound classification with a trained run (docs/method.md section 6).
 
   python -m launch.zeroshot --workdir=runs/audiocaps_mltm --esc50=downloads/ESC-50-master \
       [--folds=1,2,3,4,5] [--prompt="This is a sound of {}."] [--rank_by=distance|plan|both]
@@ -75,8 +75,8 @@ def _esc50_data(cfg, folds: list[int]):
 def _synthcaps_data(cfg, other: bool):
   from launch.eval_data import loading_config
   from mltm_jax.data.prepare.synth import split_source_labels
-  from mltm_jax.data.synthcaps import SOURCES
-  from mltm_jax.train.setup import load
+  from mltm_jax.synthcaps import SOURCES
+  from mltm_jax.data.splits import load
 
   split = load(loading_config(cfg, other), _SPLIT.value, cfg.progress)
   names = split_source_labels(cfg.dataset, cfg.data_dir, _SPLIT.value, split.file_names)
@@ -117,12 +117,11 @@ def main(argv):
     fail(f"--workdir={workdir}: no config.json (not a run directory written by launch.train)")
   init_runtime()
   from launch.eval_data import loading_config, report_path, target_config
-  from mltm_jax.config import Config
-  from mltm_jax.data.synthcaps import ForeignDirectoryError, check_synthcaps_dir
-  from mltm_jax.train.checkpoint import Checkpoints
-  from mltm_jax.train.setup import build_run
+  from mltm_jax.synthcaps import ForeignDirectoryError, check_synthcaps_dir
+  from mltm_jax.run_dir import RunDir
 
-  own = Config.from_json(workdir / "config.json").replace(workdir=str(workdir))
+  run_dir = RunDir(workdir)
+  own = run_dir.config()
   if _PROGRESS.value is not None:
     own = own.replace(progress=_PROGRESS.value)
   cfg, other = target_config(own, _DATASET.value, _DATA_DIR.value)
@@ -135,21 +134,16 @@ def main(argv):
       check_synthcaps_dir(cfg.data_dir)
     except ForeignDirectoryError as e:
       fail(str(e))
-  run = build_run(cfg)
-  ckpts = Checkpoints(workdir, cfg.keep_checkpoints)
-  template = run.init_state()
-  state = (
-    ckpts.restore_best(template) if _CHECKPOINT.value == "best" else ckpts.restore_latest(template)
-  )
-  ckpts.close()
-  if state is None:
-    fail(f"{workdir}: no {_CHECKPOINT.value} checkpoint")
+  try:
+    model, state = run_dir.load(cfg, _CHECKPOINT.value)  # params and batch stats only
+  except FileNotFoundError as e:
+    fail(str(e))
   for task in ("esc50", "synthcaps"):
     if (task == "esc50" and _ESC50.value) or (task == "synthcaps" and _SYNTHCAPS.value):
-      _zeroshot(task, cfg, run, state, folds, workdir, other and task == "synthcaps")
+      _zeroshot(task, cfg, model, state, folds, workdir, other and task == "synthcaps")
 
 
-def _zeroshot(task: str, cfg, run, state, folds: list[int], workdir: Path, other: bool) -> None:
+def _zeroshot(task: str, cfg, model, state, folds: list[int], workdir: Path, other: bool) -> None:
   """Embeds the task's clips and prompts, prints and writes the report(s)."""
   import numpy as np
 
@@ -166,10 +160,10 @@ def _zeroshot(task: str, cfg, run, state, folds: list[int], workdir: Path, other
     fail(str(e).splitlines()[0])
   prompts = [_PROMPT.value.replace("{}", c) for c in classes]
   # The prompts stand in as the split's captions: embed_split embeds clips and prompts.
-  split = Split(task, list(ids), list(waves), prompts, np.zeros(len(prompts), np.int32), [], [])
-  run.prepare_audio(split, cfg.progress)
-  text = run.text_inputs(split, workdir / "cache", cfg.progress)
-  audio_emb, text_emb = run.embed_split(state, split, text, progress=cfg.progress)
+  split = Split(task, list(ids), waves, prompts, np.zeros(len(prompts), np.int32), [], [])
+  model.prepare_audio(split, cfg.progress)
+  text = model.text_inputs(split, workdir / "cache", cfg.progress)
+  audio_emb, text_emb = model.embed_split(state, split, text, progress=cfg.progress)
   cost = np.asarray(
     metric_lib.mahalanobis(audio_emb, text_emb, state.params["metric"], cfg.effective_metric)
   )

@@ -8,7 +8,7 @@
 
 Audio of any length is cut into windows of the training clip length and the window
 embeddings are pooled (``mltm_jax.inference.chunking``); everything runs batched through
-the run's jit-compiled, mesh-sharded embedders (``Run.embed_audio`` / ``Run.embed_text``),
+the run's jit-compiled, mesh-sharded embedders (``Model.embed_audio`` / ``Model.embed_text``),
 so the embeddings are those of ``launch.evaluate`` for a run evaluated with
 ``--long_audio=chunk`` (and, for clips no longer than the clip length, any run).
 """
@@ -38,12 +38,12 @@ class Retriever:
     factor: W [D, r] float32 with M = W W^T, so c_M(u, v) = ||u W - v W||.
   """
 
-  def __init__(self, run: Any, state: Any, workdir: Path, checkpoint: str = "best"):
-    self.run = run
+  def __init__(self, model: Any, state: Any, workdir: Path, checkpoint: str = "best"):
+    self.model = model
     self.checkpoint = checkpoint
     self.state = state
     self.workdir = workdir
-    self.cfg: Config = run.cfg
+    self.cfg: Config = model.cfg
     self.step = int(state.step)
     self.metric_kind = self.cfg.effective_metric
     self.metric_params = jax.tree.map(np.asarray, state.params["metric"])
@@ -69,36 +69,24 @@ class Retriever:
     Raises:
       FileNotFoundError: no config.json or no such checkpoint.
     """
-    from mltm_jax.train.checkpoint import Checkpoints
-    from mltm_jax.train.setup import build_run
+    from mltm_jax.run_dir import RunDir
 
-    workdir = Path(workdir)
-    if not (workdir / "config.json").is_file():
-      raise FileNotFoundError(f"{workdir}: no config.json (not a run directory of launch.train)")
+    run_dir = RunDir(workdir)
     if checkpoint not in ("best", "latest"):
       raise ValueError(f"checkpoint must be 'best' or 'latest', got {checkpoint!r}")
-    cfg = Config.from_json(workdir / "config.json").replace(workdir=str(workdir), progress=False)
+    overrides: dict[str, Any] = {"progress": False}
     if chunk_hop_seconds is not None:
-      cfg = cfg.replace(chunk_hop_seconds=float(chunk_hop_seconds))
+      overrides["chunk_hop_seconds"] = float(chunk_hop_seconds)
     if batch_size is not None:
-      cfg = cfg.replace(eval_batch_size=int(batch_size))
+      overrides["eval_batch_size"] = int(batch_size)
+    cfg = run_dir.config(**overrides)
     problems = cfg.problems()
     if problems:
       raise ValueError(problems[0])
-    # The restore target only needs shapes: an abstract state (no initialisation run, no
-    # pretrained trunk weights read again).
-    run = build_run(cfg)
-    template = run.abstract_state()
-    ckpts = Checkpoints(workdir, cfg.keep_checkpoints)
-    try:
-      state = (
-        ckpts.restore_best(template) if checkpoint == "best" else ckpts.restore_latest(template)
-      )
-    finally:
-      ckpts.close()
-    if state is None:
-      raise FileNotFoundError(f"{workdir}: no {checkpoint} checkpoint")
-    return cls(run, state, workdir, checkpoint)
+    # Only the params and batch stats are restored (never the optimizer state), into an
+    # abstract target: no initialisation run, no pretrained trunk weights read again.
+    model, state = run_dir.load(cfg, checkpoint)
+    return cls(model, state, run_dir.path, checkpoint)
 
   # ------------------------------------------------------------------ embeddings
   @property
@@ -115,7 +103,7 @@ class Retriever:
 
   def embed_waves(self, waves: Sequence[np.ndarray], progress: bool = False) -> np.ndarray:
     """[N, D] unit embeddings of waves at the model rate (float32 [T_i], any length)."""
-    return self.run.embed_waves(self.state, waves, progress)
+    return self.model.embed_waves(self.state, waves, progress)
 
   def embed_audio(
     self,
@@ -142,19 +130,19 @@ class Retriever:
     if isinstance(captions, str):
       captions = [captions]
     captions = list(captions)
-    run = self.run
+    model = self.model
     if not captions:
       return np.zeros((0, self.dim), np.float32)
     inputs = (
-      run.encoder.features(captions, progress=progress)
+      model.encoder.features(captions, progress=progress)
       if self.cfg.freeze_text
-      else run.encoder.tokens(captions)
+      else model.encoder.tokens(captions)
     )
     return embed_in_batches(
-      lambda t: run.embed_text(self.state.params, t),
+      lambda t: model.embed_text(self.state.params, t),
       inputs,
       self.cfg.eval_batch_size,
-      run.mesh.devices.size,
+      model.mesh.devices.size,
       "embed text",
       progress,
     )

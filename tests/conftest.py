@@ -7,11 +7,23 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import pytest  # noqa: E402
 
+# Fixtures that render SynthCaps or train: every test using one is marked slow.
+SLOW_FIXTURES = {"tiny_synthcaps", "ds"}
+
+
+def pytest_collection_modifyitems(config, items):
+  """Marks slow (see pyproject.toml) every test that uses a rendering fixture; the rest are
+  marked explicitly in their files (subprocess CLIs, training, notebook, browser)."""
+  del config
+  for item in items:
+    if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+      item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def tiny_synthcaps(tmp_path_factory):
   """A small SynthCaps in the Clotho layout (8 kHz): 192 train, 32 val, 32 test clips."""
-  from mltm_jax.data.synthcaps import ensure_synthcaps
+  from mltm_jax.synthcaps import ensure_synthcaps
 
   root = tmp_path_factory.mktemp("synthcaps")
   ensure_synthcaps(

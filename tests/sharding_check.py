@@ -12,8 +12,10 @@ import numpy as np
 import optax
 from mltm_jax.config import Config
 from mltm_jax.models.two_tower import build_towers
+from mltm_jax import model as model_lib
 from mltm_jax.train import state as state_lib
-from mltm_jax.train.step import make_train_step, replicated, to_global, make_mesh
+from mltm_jax.train.step import make_train_step
+from mltm_jax.sharding import make_mesh, replicated, to_global
 
 
 def main(loss: str, ot: str) -> None:
@@ -41,7 +43,7 @@ def main(loss: str, ot: str) -> None:
     }
     for _ in range(2)
   ]
-  params, stats = state_lib.init_params(
+  params, stats = model_lib.init_params(
     cfg, audio_tower, text_tower, batches[0]["text"][:2], jax.random.PRNGKey(0)
   )
   # Plain SGD with lr 1: the parameter change of the first step is minus the gradient,

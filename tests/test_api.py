@@ -8,6 +8,8 @@ import soundfile as sf
 from mltm_jax.data.audio import AudioError
 from tests.search_fixtures import prepared, retriever, split_captions
 
+pytestmark = pytest.mark.slow  # trains, renders or runs CLI subprocesses
+
 
 @pytest.fixture(scope="module")
 def ctx(tmp_path_factory, tiny_synthcaps):

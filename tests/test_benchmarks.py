@@ -5,6 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest  # noqa: E402
+
+pytestmark = pytest.mark.slow  # trains, renders or runs CLI subprocesses
+
 REPO = Path(__file__).resolve().parents[1]
 KEYS = {"name", "params", "ours_s", "ref_s", "ratio", "agree"}
 

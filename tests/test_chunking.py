@@ -96,10 +96,12 @@ def make_split(waves):
 
 @pytest.fixture(scope="module", params=[True, False], ids=["mels", "waves"])
 def model(request):
-  from mltm_jax.train.setup import build_run
+  from mltm_jax.model import build_model
+  from mltm_jax.train.state import init_state, make_optimizer
 
-  run = build_run(tiny_model_config(request.param))
-  return run, run.init_state()
+  cfg = tiny_model_config(request.param)
+  run = build_model(cfg)
+  return run, init_state(run, make_optimizer(cfg))
 
 
 def embed_old_path(run, state, waves):

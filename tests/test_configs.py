@@ -1,6 +1,6 @@
 """The paper flagfiles (configs/*_mltm.flags) and epoch-based schedules.
 
-Expected values are written here from DESIGN.md (sections 2, 4, 5), not read from the
+Expected values are written here from docs/method.md (sections 2, 4, 5), not read from the
 flagfiles; the flagfiles are parsed by launch/flags.py exactly as launch.train parses them.
 The epoch schedule is checked against torch's StepLR stepped once per epoch.
 """
@@ -19,7 +19,7 @@ from mltm_jax.train.state import learning_rate_schedule
 
 REPO = Path(__file__).resolve().parents[1]
 
-# DESIGN.md section 2 (model), section 4 (eps: the paper's best), section 5 (training).
+# docs/method.md section 2 (model), section 4 (eps: the paper's best), section 5 (training).
 PAPER = {
   "sample_rate": 32000,
   "n_fft": 1024,
@@ -80,6 +80,7 @@ def _parse(flagfile: str) -> Config:
   return Config(**json.loads(proc.stdout))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["audiocaps", "clotho"])
 def test_paper_flagfile_matches_design(name):
   cfg = _parse(f"configs/{name}_mltm.flags")

@@ -15,6 +15,10 @@ import torch
 from benchmarks.device_common import Env, machine
 from benchmarks.torch_sinkhorn import torch_sinkhorn
 
+import pytest  # noqa: E402
+
+pytestmark = pytest.mark.slow  # trains, renders or runs CLI subprocesses
+
 REPO = Path(__file__).resolve().parents[1]
 ROWS = "towers_text fp32,towers_audio bf16,step_demo fp32,step_paper fp32"
 # `python -m benchmarks.device_bench` in a process where `import ot` fails.

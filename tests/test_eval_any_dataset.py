@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from mltm_jax.data import synthcaps as sc
+from mltm_jax import synthcaps as sc
 from tests.cli_runs import REPO, Shared, run_train, tiny_flags
 
 N_CLIPS = 12

@@ -15,6 +15,8 @@ from mltm_jax.config import Config
 from mltm_jax.experiments import claims
 from mltm_jax.experiments.report import PLOTS
 
+pytestmark = pytest.mark.slow  # trains, renders or runs CLI subprocesses
+
 REPO = Path(__file__).resolve().parents[1]
 DIRS = ("t2a", "a2t")
 KEYS = ("R@1", "R@5", "R@10", "mAP@10")

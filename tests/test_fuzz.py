@@ -174,8 +174,10 @@ B_STEP, FRAMES, MELS, TEXT = 8, 24, 16, 12
 def step_setup():
   from mltm_jax.config import Config
   from mltm_jax.models.two_tower import build_towers
+  from mltm_jax import model as model_lib
   from mltm_jax.train import state as state_lib
-  from mltm_jax.train.step import make_mesh, make_train_step, replicated
+  from mltm_jax.train.step import make_train_step
+  from mltm_jax.sharding import make_mesh, replicated
 
   cfg = Config(
     cnn_channels="8,16",
@@ -187,7 +189,7 @@ def step_setup():
     eps=0.01,
   )
   audio_tower, text_tower = build_towers(cfg, None)
-  params, stats = state_lib.init_params(
+  params, stats = model_lib.init_params(
     cfg, audio_tower, text_tower, np.zeros((2, TEXT), np.float32), jax.random.PRNGKey(0)
   )
   tx = state_lib.make_optimizer(cfg)
@@ -205,7 +207,7 @@ def step_setup():
   count=st.integers(1, 5),
 )
 def test_train_step_updates_or_skips_and_never_stores_nan(step_setup, seed, poison, where, count):
-  from mltm_jax.train.step import to_global
+  from mltm_jax.sharding import to_global
 
   host, step, mesh, rep = step_setup
   rng = np.random.default_rng(seed)

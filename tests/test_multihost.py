@@ -26,6 +26,8 @@ from tests.cli_runs import (
   train_records,
 )
 
+pytestmark = pytest.mark.slow  # trains, renders or runs CLI subprocesses
+
 
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory):

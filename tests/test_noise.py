@@ -110,7 +110,7 @@ def test_loop_corrupts_train_only_and_records_it(tiny_synthcaps, tmp_path, monke
     raise Stop
 
   monkeypatch.setattr(loop, "load", spy_load)
-  monkeypatch.setattr(loop, "build_run", stop)
+  monkeypatch.setattr(loop, "build_model", stop)
   cfg = tiny_config(tiny_synthcaps, tmp_path, noise_p=0.4, seed=5)
   with pytest.raises(Stop):
     loop.train_and_evaluate(cfg)
@@ -126,6 +126,7 @@ def test_loop_corrupts_train_only_and_records_it(tiny_synthcaps, tmp_path, monke
   np.testing.assert_array_equal(val.caption_to_clip, np.repeat(np.arange(32), 5))
 
 
+@pytest.mark.slow
 def test_bad_noise_p_is_one_line_exit_2(tmp_path):
   assert any("--noise_p" in p for p in Config(noise_p=1.0).problems())
   assert not any("--noise_p" in p for p in Config(noise_p=0.6).problems())
@@ -146,3 +147,35 @@ def test_bad_noise_p_is_one_line_exit_2(tmp_path):
   )
   lines = [l for l in res.stderr.strip().splitlines() if l]
   assert res.returncode == 2 and len(lines) == 1 and "--noise_p must be in [0, 1)" in lines[0]
+
+
+def test_compacted_record_is_rebuilt_from_data_p_and_seed(tiny_synthcaps, tmp_path):
+  """A committed run keeps counts + digest; launch.noise_record rebuilds the same pairs."""
+  from mltm_jax.data.noise import apply_noise, compact_record, pairs_digest
+  from mltm_jax.data.splits import load
+  from mltm_jax.run_dir import RunDir
+
+  cfg = tiny_config(tiny_synthcaps, tmp_path / "run", noise_p=0.2, seed=11)
+  RunDir(cfg.workdir).write_config(cfg)
+  apply_noise(cfg, load(cfg, "train", progress=False), cfg.workdir)
+  full = json.loads((tmp_path / "run" / RECORD).read_text())
+  compact = compact_record(full)
+  assert "pairs" not in compact and compact["pairs_sha256"] == pairs_digest(full["pairs"])
+  assert {k: compact[k] for k in ("num_pairs", "num_shuffled", "num_mismatched")} == {
+    k: full[k] for k in ("num_pairs", "num_shuffled", "num_mismatched")
+  }
+  (tmp_path / "run" / RECORD).write_text(json.dumps(compact))
+  res = subprocess.run(
+    [sys.executable, "-m", "launch.noise_record", f"--workdir={tmp_path / 'run'}"],
+    cwd=REPO, capture_output=True, text=True, timeout=300,
+  )
+  assert res.returncode == 0, res.stderr[-2000:]
+  assert "digest matches" in res.stdout
+  assert json.loads((tmp_path / "run" / "noisy_pairs.full.json").read_text()) == full
+  # A stored digest that does not match (other data) is reported, exit 1.
+  (tmp_path / "run" / RECORD).write_text(json.dumps({**compact, "pairs_sha256": "0" * 64}))
+  res = subprocess.run(
+    [sys.executable, "-m", "launch.noise_record", f"--workdir={tmp_path / 'run'}"],
+    cwd=REPO, capture_output=True, text=True, timeout=300,
+  )
+  assert res.returncode == 1 and "MISMATCH" in res.stdout

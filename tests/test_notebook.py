@@ -11,6 +11,10 @@ from nbclient import NotebookClient
 
 from tests.cli_runs import Shared
 
+import pytest  # noqa: E402
+
+pytestmark = pytest.mark.slow  # trains, renders or runs CLI subprocesses
+
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "colab_reproduce.ipynb"
 

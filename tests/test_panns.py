@@ -136,6 +136,7 @@ def _run_cli(*args):
   )
 
 
+@pytest.mark.slow
 def test_cli_round_trip_cnn10(tmp_path):
   ref = _reference("cnn10", seed=4)
   pth = tmp_path / "Cnn10.pth"
@@ -167,6 +168,7 @@ def test_cli_round_trip_cnn10(tmp_path):
   assert proc.returncode == 2 and "--overwrite" in proc.stderr
 
 
+@pytest.mark.slow
 def test_cli_refuses_mis_shaped_tensor_in_one_line(tmp_path):
   sd = _panns_state_dict(RefPanns("cnn10"))
   sd["conv_block2.conv1.weight"] = torch.zeros(128, 64, 3, 5)

@@ -21,6 +21,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+pytestmark = pytest.mark.slow  # trains, renders or runs CLI subprocesses
+
 REPO = Path(__file__).resolve().parents[1]
 
 # --------------------------------------------------------------------------------------
@@ -475,7 +477,7 @@ def test_own_csv_and_jsonl(tmp_path):
 def test_synthcaps_conversion_matches_the_clotho_reader(tiny_synthcaps, tmp_path):
   from mltm_jax.data.pipeline import load_split
   from mltm_jax.data.prepared import load_prepared_split
-  from mltm_jax.data.synthcaps import source_labels
+  from mltm_jax.synthcaps import source_labels
 
   out = tmp_path / "out"
   res = run_prepare(

@@ -15,6 +15,8 @@ import pytest
 
 from tests.test_prepare import make_audiocaps, make_clotho, make_own_csv, read_jsonl, run_prepare
 
+pytestmark = pytest.mark.slow  # trains, renders or runs CLI subprocesses
+
 REPO = Path(__file__).resolve().parents[1]
 TINY = [
   "--dataset=prepared",

@@ -36,6 +36,8 @@ from tests.cli_runs import (
   train_records,
 )
 
+pytestmark = pytest.mark.slow  # trains, renders or runs CLI subprocesses
+
 EVAL_EVERY = 10
 FOREVER = 100000
 

@@ -13,6 +13,8 @@ import pytest
 from mltm_jax.search.store import Library
 from tests.search_fixtures import REPO, prepared, retriever, split_captions
 
+pytestmark = pytest.mark.slow  # trains, renders or runs CLI subprocesses
+
 
 @pytest.fixture(scope="module")
 def ctx(tmp_path_factory, tiny_synthcaps):

@@ -84,6 +84,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_exact_on_eight_simulated_devices():
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
   res = subprocess.run(

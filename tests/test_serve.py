@@ -23,6 +23,8 @@ import pytest
 from mltm_jax.search.store import Library
 from tests.search_fixtures import REPO, prepared, retriever
 
+pytestmark = pytest.mark.slow  # trains, renders or runs CLI subprocesses
+
 WIDTH, HEIGHT = 1024, 768
 
 

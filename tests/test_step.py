@@ -5,8 +5,10 @@ import numpy as np
 
 from mltm_jax.config import Config
 from mltm_jax.models.two_tower import build_towers
+from mltm_jax import model as model_lib
 from mltm_jax.train import state as state_lib
-from mltm_jax.train.step import make_mesh, make_train_step, replicated, to_global
+from mltm_jax.train.step import make_train_step
+from mltm_jax.sharding import make_mesh, replicated, to_global
 
 
 def test_non_finite_batch_is_skipped_and_counted():
@@ -19,7 +21,7 @@ def test_non_finite_batch_is_skipped_and_counted():
   }
   bad = {"audio": good["audio"].copy(), "text": good["text"]}
   bad["audio"][3, 5, 7] = np.nan
-  params, stats = state_lib.init_params(
+  params, stats = model_lib.init_params(
     cfg, audio_tower, text_tower, good["text"][:2], jax.random.PRNGKey(0)
   )
   tx = state_lib.make_optimizer(cfg)

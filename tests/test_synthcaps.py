@@ -1,4 +1,4 @@
-"""Tests for mltm_jax.data.synthcaps: layout, determinism, resume, sources, and that captions
+"""Tests for mltm_jax.synthcaps: layout, determinism, resume, sources, and that captions
 and audio agree (measured on the rendered waveforms, not read back from our metadata)."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from mltm_jax.data import synthcaps as sc
+from mltm_jax import synthcaps as sc
 from mltm_jax.data.clotho import read_clotho_split
 
 SR = 16000
@@ -209,13 +209,15 @@ def test_other_params_do_not_reuse_files(ds, tmp_path):
     assert (copy / name).read_bytes() == (fresh / name).read_bytes()
 
 
+@pytest.mark.slow
 def test_ensure_generates_only_when_needed(tmp_path, monkeypatch):
   out = tmp_path / "e"
   sizes = {"development": 2, "validation": 1, "evaluation": 1}
   assert sc.ensure_synthcaps(out, sizes, seed=0, sample_rate=SR, progress=False, workers=1) == out
   calls = []
   real = sc.generate_synthcaps
-  monkeypatch.setattr(sc, "generate_synthcaps", lambda *a, **k: calls.append(a) or real(*a, **k))
+  spy = lambda *a, **k: calls.append(a) or real(*a, **k)
+  monkeypatch.setattr(sc.writer, "generate_synthcaps", spy)  # what ensure_synthcaps calls
   sc.ensure_synthcaps(out, sizes, seed=0, sample_rate=SR, progress=False, workers=1)
   assert calls == []
   sc.ensure_synthcaps(
@@ -377,7 +379,7 @@ def test_captions_consistent_with_plan():
     for cap in caps:
       low = cap.lower()
       for ev in plan["events"]:  # every source is named
-        words = _source_words(sc._BY_NAME[ev["source"]])
+        words = _source_words(sc.SOURCE_BY_NAME[ev["source"]])
         assert any(w in low for w in words), (cap, ev["source"])
       if len(plan["events"]) == 1:
         n_single += 1
@@ -410,6 +412,7 @@ def test_captions_are_varied():
   assert 8 <= np.mean(lengths) <= 22
 
 
+@pytest.mark.slow
 def test_captions_independent_of_hash_seed():
   """Plans and captions must not depend on Python's per-process string hashing."""
   import os
@@ -417,7 +420,7 @@ def test_captions_independent_of_hash_seed():
   import sys
 
   code = (
-    "import json; from mltm_jax.data import synthcaps as sc\n"
+    "import json; from mltm_jax import synthcaps as sc\n"
     "out = []\n"
     "for i in range(60):\n"
     "    r = sc.clip_rng(0, 'development', i); p = sc.plan_clip(r, 16000)\n"
@@ -439,6 +442,7 @@ def test_captions_independent_of_hash_seed():
   assert results[0] == results[1]
 
 
+@pytest.mark.slow
 def test_default_rate_32k(tmp_path):
   out = tmp_path / "r32"
   sc.generate_synthcaps(

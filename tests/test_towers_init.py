@@ -19,8 +19,12 @@ import torch
 from benchmarks.torch_panns import panns_state_dict, random_reference
 from mltm_jax.config import Config
 from mltm_jax.models.panns_convert import convert_state_dict
-from mltm_jax.train.setup import build_run, check_audio_init
-from mltm_jax.train.step import make_train_step, to_global
+from mltm_jax.model import build_model, check_audio_init
+from mltm_jax.train.state import init_state, make_optimizer
+from mltm_jax.train.step import make_train_step
+from mltm_jax.sharding import to_global
+
+pytestmark = pytest.mark.slow  # trains, renders or runs CLI subprocesses
 
 REPO = Path(__file__).resolve().parents[1]
 B, T, M = 4, 51, 64  # a 1 s clip at 8 kHz, hop 160 -> 51 frames
@@ -75,9 +79,10 @@ def test_run_starts_from_converted_trunk_and_trains(converted, tmp_path):
   cfg = _config(tmp_path, out)
   assert cfg.problems() == []
   check_audio_init(cfg)  # the early (metadata-only) check passes
-  run = build_run(cfg)
+  run = build_model(cfg)
   assert run.clip_frames == T
-  state = run.init_state()
+  tx = make_optimizer(cfg)
+  state = init_state(run, tx)
 
   # the initial trunk is exactly the converted checkpoint (fc1 dropped), leaf for leaf
   want_params, want_stats = convert_state_dict(panns_state_dict(ref), "cnn10")
@@ -109,7 +114,7 @@ def test_run_starts_from_converted_trunk_and_trains(converted, tmp_path):
 
   # a few training steps from the loaded trunk: finite loss, trunk and batch stats move
   before = jax.device_get((state.params["audio"]["cnn"], state.batch_stats["cnn"]))
-  step = make_train_step(cfg, run.audio_tower, run.text_tower, run.tx, run.mesh)
+  step = make_train_step(cfg, run.audio_tower, run.text_tower, tx, run.mesh)
   feats = np.random.RandomState(13).normal(size=(B, run.encoder.config.hidden_size))
   losses = []
   for k in range(3):

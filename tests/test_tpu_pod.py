@@ -13,6 +13,8 @@ import pytest
 
 from launch import tpu_pod
 
+pytestmark = pytest.mark.slow  # trains, renders or runs CLI subprocesses
+
 REPO = Path(__file__).resolve().parents[1]
 FLAGFILE = "configs/clotho_mltm.flags"
 

@@ -13,6 +13,8 @@ import pytest
 from mltm_jax.config import Config
 from mltm_jax.train.loop import train_and_evaluate
 
+pytestmark = pytest.mark.slow  # trains, renders or runs CLI subprocesses
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -44,12 +46,13 @@ def tiny_config(root: Path, workdir: Path, **kw) -> Config:
 
 
 def latest_params(workdir: Path, cfg: Config):
+  from mltm_jax.model import build_model
   from mltm_jax.train.checkpoint import Checkpoints
-  from mltm_jax.train.setup import build_run
+  from mltm_jax.train.state import init_state, make_optimizer
 
-  run = build_run(cfg)
+  model = build_model(cfg)
   ck = Checkpoints(workdir, cfg.keep_checkpoints)
-  state = ck.restore_latest(run.init_state())
+  state = ck.restore_latest(init_state(model, make_optimizer(cfg)))
   ck.close()
   return state
 

@@ -13,6 +13,8 @@ import pytest
 
 from mltm_jax.evaluation.zeroshot import per_class_accuracy, zeroshot_metrics, zeroshot_report
 
+pytestmark = pytest.mark.slow  # trains, renders or runs CLI subprocesses
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -105,7 +107,7 @@ ESC_CLASSES = (
 def fake_esc50(root: Path) -> Path:
   """ESC-50 layout whose 8 categories are SynthCaps sources (underscored like ESC-50's), each
   with 5 freshly rendered single-event clips (not in any SynthCaps split)."""
-  from mltm_jax.data.synthcaps import render_clip, single_event_plan, soundfont_path
+  from mltm_jax.synthcaps import render_clip, single_event_plan, soundfont_path
   from tests.test_prepare import make_esc50
 
   sf2 = soundfont_path().read_bytes()

@@ -44,7 +44,7 @@ ALIGNMENT = 64
 def aligned_empty(shape: Sequence[int], dtype=np.float32) -> np.ndarray:
   """An uninitialised array whose data starts on a 64-byte boundary. JAX's CPU backend takes
   such host arrays without a copy (``device_put`` aliases them), so a batch made in one costs
-  nothing to hand to a CPU device; an unaligned one is copied (about 100 ms per 164 MB here)."""
+  nothing to hand to a CPU device; an unaligned one is copied."""
   dtype = np.dtype(dtype)
   nbytes = int(np.prod(shape)) * dtype.itemsize
   raw = np.empty(nbytes + ALIGNMENT, np.uint8)

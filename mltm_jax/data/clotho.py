@@ -3,24 +3,34 @@
 Layout under ``root``::
 
     clotho_captions_{split}.csv   header: file_name,caption_1,...,caption_5
-    {split}/{file_name}           audio files
+    {split}/{file_name}           audio files (also clotho_audio_{split}/, audio/{split}/)
 
 Splits: development, validation, evaluation.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import os
-import unicodedata
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["SPLITS", "Item", "captions_csv_path", "read_clotho_split"]
+__all__ = [
+  "ROLE_SPLITS",
+  "SPLITS",
+  "SPLIT_ROLES",
+  "Item",
+  "Row",
+  "audio_dirs",
+  "captions_csv_path",
+  "read_captions_csv",
+  "read_clotho_split",
+]
 
 SPLITS = ("development", "validation", "evaluation")
+# Clotho's split names <-> the roles every other layout uses (the prepared format's names).
+SPLIT_ROLES = {"development": "train", "validation": "val", "evaluation": "test"}
+ROLE_SPLITS = {role: split for split, role in SPLIT_ROLES.items()}
 
 
 @dataclass(frozen=True)
@@ -37,30 +47,62 @@ def captions_csv_path(root: str | os.PathLike, split: str) -> Path:
   return Path(root) / f"clotho_captions_{split}.csv"
 
 
-def _decode_csv_bytes(raw: bytes, path: Path) -> str:
-  try:
-    return raw.decode("utf-8-sig")
-  except UnicodeDecodeError as e:
-    warnings.warn(
-      f"{path}: not valid UTF-8 ({e.reason} at byte {e.start}); decoding as latin-1",
-      UnicodeWarning,
-      stacklevel=3,
-    )
-    return raw.decode("latin-1")
+def audio_dirs(root: Path, split: str) -> list[Path]:
+  """The existing folders that may hold a split's audio: ``{split}/`` (the official archives'),
+  ``clotho_audio_{split}/`` and ``audio/{split}/``."""
+  candidates = (root / split, root / f"clotho_audio_{split}", root / "audio" / split)
+  return [d for d in candidates if d.is_dir()]
 
 
-def _resolve_audio(audio_dir: Path, file_name: str) -> Path | None:
-  """The audio file for ``file_name``, trying NFC/NFD spellings of the name; None if absent."""
-  candidates = [file_name]
-  for form in ("NFC", "NFD"):
-    alt = unicodedata.normalize(form, file_name)
-    if alt not in candidates:
-      candidates.append(alt)
-  for name in candidates:
-    p = audio_dir / name
-    if p.is_file():
-      return p
-  return None
+@dataclass(frozen=True)
+class Row:
+  """One CSV row: the file name, its audio (None if not found), cleaned captions, the notes of
+  their cleaning, and why the row is skipped (None if it is not)."""
+
+  file_name: str
+  path: Path | None
+  captions: tuple[str, ...]
+  notes: tuple[str, ...]
+  skip: str | None
+
+
+def read_captions_csv(csv_path: Path, dirs: list[Path]) -> tuple[list[Row], bool]:
+  """(rows, is_utf8) of a Clotho captions CSV; audio looked up in ``dirs`` (NFC/NFD names).
+
+  Fields with bytes that are not UTF-8 are re-decoded as cp1252; captions are cleaned (control
+  characters and whitespace runs -> one space, empty ones dropped). Skip reasons: "no file
+  name", "duplicate row", "no captions", "missing audio".
+
+  Raises:
+    ValueError: empty CSV, or a header without ``file_name`` or caption columns.
+  """
+  from mltm_jax.data.prepare.common import clean_captions, fix_field, read_csv, resolve_name
+
+  header, rows, utf8 = read_csv(csv_path)
+  if "file_name" not in header:
+    raise ValueError(f"{csv_path}: header has no 'file_name' column (got {header})")
+  name_col = header.index("file_name")
+  cap_cols = [i for i, h in enumerate(header) if h.startswith("caption")]
+  if not cap_cols:
+    raise ValueError(f"{csv_path}: header has no caption_* columns (got {header})")
+  out: list[Row] = []
+  seen: set[str] = set()
+  for row in rows:
+    file_name = fix_field(row[name_col])[0].strip() if name_col < len(row) else ""
+    if not file_name:
+      out.append(Row("", None, (), (), "no file name"))
+      continue
+    if file_name in seen:
+      out.append(Row(file_name, None, (), (), "duplicate row"))
+      continue
+    seen.add(file_name)
+    captions, notes = clean_captions(row[i] if i < len(row) else "" for i in cap_cols)
+    if not captions:
+      out.append(Row(file_name, None, (), notes, "no captions"))
+      continue
+    path = resolve_name(dirs, file_name)
+    out.append(Row(file_name, path, captions, notes, None if path else "missing audio"))
+  return out, utf8
 
 
 def read_clotho_split(
@@ -69,12 +111,13 @@ def read_clotho_split(
   """Read one split of a Clotho-layout dataset.
 
   Args:
-    root: dataset folder holding ``clotho_captions_{split}.csv`` and ``{split}/``.
+    root: dataset folder holding ``clotho_captions_{split}.csv`` and the audio (see
+      ``audio_dirs``).
     split: "development", "validation" or "evaluation".
 
   Returns:
     (items, skipped): items in CSV order; skipped is a list of (file_name, reason) with
-    reason "missing audio", "no captions" or "duplicate row".
+    reason "missing audio", "no captions", "duplicate row" or "no file name".
 
   Raises:
     ValueError: unknown split, or a CSV without a ``file_name`` column.
@@ -86,41 +129,14 @@ def read_clotho_split(
   csv_path = captions_csv_path(root, split)
   if not csv_path.is_file():
     raise FileNotFoundError(f"Clotho captions CSV not found: {csv_path}")
-  text = _decode_csv_bytes(csv_path.read_bytes(), csv_path)
-  rows = csv.reader(io.StringIO(text, newline=""))
-  header = next(rows, None)
-  if header is None:
-    raise ValueError(f"{csv_path}: empty CSV (no header row)")
-  header = [h.strip() for h in header]
-  if "file_name" not in header:
-    raise ValueError(f"{csv_path}: header has no 'file_name' column (got {header})")
-  name_col = header.index("file_name")
-  cap_cols = [i for i, h in enumerate(header) if h.startswith("caption")]
-  if not cap_cols:
-    raise ValueError(f"{csv_path}: header has no caption_* columns (got {header})")
-
-  audio_dir = root / split
-  items: list[Item] = []
-  skipped: list[tuple[str, str]] = []
-  seen: set[str] = set()
-  for row in rows:
-    if not row or all(not c.strip() for c in row):
-      continue  # blank line
-    file_name = row[name_col].strip() if name_col < len(row) else ""
-    if not file_name:
-      skipped.append(("", "no file name"))
-      continue
-    if file_name in seen:
-      skipped.append((file_name, "duplicate row"))
-      continue
-    seen.add(file_name)
-    captions = tuple(row[i].strip() for i in cap_cols if i < len(row) and row[i].strip())
-    if not captions:
-      skipped.append((file_name, "no captions"))
-      continue
-    path = _resolve_audio(audio_dir, file_name)
-    if path is None:
-      skipped.append((file_name, "missing audio"))
-      continue
-    items.append(Item(file_name=file_name, path=path, captions=captions))
+  rows, utf8 = read_captions_csv(csv_path, audio_dirs(root, split))
+  if not utf8:
+    warnings.warn(
+      f"{csv_path}: not valid UTF-8; fields with other bytes decoded as cp1252 (latin-1 where "
+      "cp1252 has no character)",
+      UnicodeWarning,
+      stacklevel=2,
+    )
+  items = [Item(r.file_name, r.path, r.captions) for r in rows if r.skip is None]
+  skipped = [(r.file_name, r.skip) for r in rows if r.skip is not None]
   return items, skipped

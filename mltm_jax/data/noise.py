@@ -1,4 +1,4 @@
-"""Noisy correspondence (DESIGN.md section 6): shuffle the captions of a fraction of the
+"""Noisy correspondence (docs/method.md section 6): shuffle the captions of a fraction of the
 training pairs among themselves, before training; validation and test stay clean.
 
 A training pair is one (clip, caption) slot of the split (Clotho: 5 per clip; AudioCaps train:
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["NOISE_STREAM", "RECORD", "apply_noise", "corrupt_pairs"]
+__all__ = ["NOISE_STREAM", "RECORD", "apply_noise", "compact_record", "corrupt_pairs", "pairs_digest"]
 
 NOISE_STREAM = 0x6E6F6973  # "nois": the noise draw's own random stream
 RECORD = "noisy_pairs.json"
@@ -96,3 +96,23 @@ def apply_noise(cfg, train, workdir: str | os.PathLike, write: bool = True):
     tmp.write_text(json.dumps(record, indent=1, ensure_ascii=False), encoding="utf-8")
     os.replace(tmp, path)
   return noisy
+
+
+def pairs_digest(pairs: list[dict]) -> str:
+  """sha256 of a record's "pairs" list (canonical JSON): identifies it without storing it."""
+  import hashlib
+
+  text = json.dumps(pairs, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+  return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def compact_record(record: dict) -> dict:
+  """The record without its per-pair list (which can be MBs): the counts, plus the list's
+  digest. The list is a pure function of (training data, noise_p, seed): ``python -m
+  launch.noise_record --workdir=RUN`` rebuilds it and checks it against the digest."""
+  if "pairs" not in record:
+    return dict(record)
+  out = {k: v for k, v in record.items() if k != "pairs"}
+  out["pairs_sha256"] = pairs_digest(record["pairs"])
+  out["pairs_omitted"] = "rebuild: python -m launch.noise_record --workdir=<this run>"
+  return out

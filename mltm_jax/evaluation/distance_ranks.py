@@ -32,21 +32,18 @@ The band (``bound``):
   order) with mu = the largest row sum of |M| >= ||M||_2:
   ``c = 1.01 x 3 (gamma_{D+8} + 4u) mu + 3.01 u mu`` (the last term: rounding the
   inputs to float32). A proof, as long as XLA's float32 products run in float32
-  arithmetic; but at Clotho size (D = 1024) the band is ~1e-3 of the squared distances
-  while the real errors are ~1e-7, so most comparisons are uncertain and it falls back
-  to the float64 matrix.
+  arithmetic; but at Clotho size (D = 1024) the band is orders of magnitude wider than
+  the real errors, so most comparisons are uncertain and it falls back to the float64
+  matrix.
 * ``"statistical"`` (default): ``c = kappa 3 sqrt(D) u mu`` (sqrt(D) u: how rounding
   errors of a length-D sum grow, Higham & Mary 2019; mu: M's largest column norm, a
   scale), with ``kappa`` calibrated on the data in the same program: the float32
   entries of a 32 x 32 sample of clips x captions are recomputed in float64 and
   ``kappa = max(KAPPA_FLOOR, CALIBRATION_MARGIN x max(error / band(kappa = 1)))``, so
-  the band is >= 10x the largest float32 error of the sample. Measured at Clotho-test
-  size (1045 x 5225; random, correlated, positive, anisotropic and unnormalised
-  embeddings; random, identity and positive metrics; D = 1024 and 256): the largest
-  error over all entries was 1.15x-2.5x the sample's largest, so the band was >= 4x
-  every error. Not a proof: the ranks equal the float64 ranks unless a rounding error
-  exceeds the band; tests/test_retrieval.py checks them against brute force on planted
-  near ties.
+  the band is >= 10x the largest float32 error of the sample. Not a proof: the ranks
+  equal the float64 ranks unless a rounding error exceeds the band (how far the sample's
+  largest error is from the whole matrix's: WORKSPACE.md, Benchmarks);
+  tests/test_retrieval.py checks them against brute force on planted near ties.
 """
 
 from __future__ import annotations
@@ -75,7 +72,7 @@ CALIBRATION_SAMPLE = 32  # clips x captions recomputed in float64
 # Refine comparison by comparison while that costs less than this fraction of the
 # float64 matrix.
 MAX_REFINE_FRACTION = 0.25
-QUAD_FORM_BLOCKS = 2  # measured fastest on the 2-core CPU (1: 22.7 ms, 2: 18.6, 4: 31.2)
+QUAD_FORM_BLOCKS = 2  # blocks of quadratic_forms (the choice: WORKSPACE.md, Benchmarks)
 _HIGHEST = jax.lax.Precision.HIGHEST
 
 
@@ -136,8 +133,7 @@ def _below_and_upto(d2, lo, hi):
   """int32 (d2 < lo) + 65536 (d2 <= hi): two counts in one reduction (gallery < 65536).
 
   One reduction per pass (the callers loop with lax.map over targets): XLA's CPU code
-  for several reductions of one matrix fused together measured ~10x slower than one
-  at a time.
+  runs several reductions of one matrix fused together slower than one at a time.
   """
   return (d2 < lo).astype(jnp.int32) + (d2 <= hi).astype(jnp.int32) * 65536
 
@@ -182,7 +178,7 @@ def _filter(audio, text, m, a_sample, t_sample, rows, cols, *, bound: str):
 
 
 # The counts run as two programs of their own: fused into one program with the matrix
-# product or with each other, XLA's CPU code for them measured 3-4x slower.
+# product or with each other, XLA's CPU code for them is slower (WORKSPACE.md, Benchmarks).
 
 
 @jax.jit
@@ -242,7 +238,7 @@ def _matmul(x: jax.Array, m: jax.Array) -> jax.Array:
 
 
 class _Float64Products:
-  """x M in float64 (XLA: ~3x numpy under the one-thread BLAS limit of a training run).
+  """x M in float64, by an XLA matrix product (not numpy: see WORKSPACE.md, Benchmarks).
 
   m64: the symmetric metric, float64 on the device (under jax x64).
   """

@@ -1,6 +1,6 @@
 """Vectorised retrieval metrics for text-to-audio (T2A) and audio-to-text (A2T).
 
-Conventions (DESIGN.md section 6):
+Conventions (docs/method.md section 6):
 
 * Scores: higher = better. Pass ``-distance`` or the (log) rows of a transport plan
   (see :mod:`mltm_jax.evaluation.plan_ranking`).
@@ -197,8 +197,8 @@ def _both_ranks(a2t_scores, t2a_scores_t, c2c, table, valid):
   order = jnp.argsort(jnp.where(valid, -t, jnp.inf), axis=1, stable=True)
   t = jnp.take_along_axis(t, order, axis=1)
   val = jnp.take_along_axis(valid, order, axis=1)
-  # One reduction per loop iteration: XLA's CPU code for several reductions of one
-  # matrix fused together measured ~10x slower than one at a time.
+  # One reduction per loop iteration: XLA's CPU code runs several reductions of one
+  # matrix fused together slower than one at a time (WORKSPACE.md, Benchmarks).
   ge_all = jax.lax.map(lambda x: jnp.sum(a2t_scores >= x[:, None], axis=1, dtype=jnp.int32), t.T).T
   ge_rel = jnp.sum(val[:, None, :] & (t[:, None, :] >= t[:, :, None]), axis=-1, dtype=jnp.int32)
   h = jnp.arange(1, table.shape[1] + 1, dtype=jnp.int32)[None, :]

@@ -1,4 +1,4 @@
-"""Zero-shot classification by retrieval (DESIGN.md section 6): each clip ranks the class
+"""Zero-shot classification by retrieval (docs/method.md section 6): each clip ranks the class
 prompts; accuracy = R@1, also R@5, R@10, mAP@10 (percent).
 
 A clip may hold several labels (SynthCaps: 1-3 sound sources): a hit at k means one of its

@@ -1,4 +1,4 @@
-"""The claims grid (DESIGN.md section 8) as data: cells are Config overrides on a scale's base.
+"""The claims grid (docs/method.md section 8) as data: cells are Config overrides on a scale's base.
 
 Every cell of a scale uses the same data, towers, steps and seeds; only the loss (and its
 transport, metric, eps) or the training-pair noise differ. Cells with the same effective
@@ -176,7 +176,7 @@ def config_key(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> str:
 
 
 def claims_grid(scale: str, num_seeds: int | None = None, data_dir: str | None = None) -> Grid:
-  """The grid of DESIGN.md section 8 at one scale: losses, noisy pairs, eps; deduplicated."""
+  """The grid of docs/method.md section 8 at one scale: losses, noisy pairs, eps; deduplicated."""
   base = scale_base(scale, data_dir)
   n = DEFAULT_SEEDS[scale] if num_seeds is None else num_seeds
   if n < 1:

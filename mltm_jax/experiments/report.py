@@ -213,7 +213,7 @@ def claims_section(grid: Grid, res: Results) -> list[str]:
     "",
   ]
   header = [
-    "claim (DESIGN.md section 8)",
+    "claim (docs/method.md section 8)",
     "comparison",
     "T2A R@1 (distance)",
     "A2T R@1 (distance)",

@@ -168,19 +168,18 @@ def save_test_embeddings(cfg: Config, workdir: Path) -> Path:
   The test embeddings of the best checkpoint (the one final_metrics.json evaluates),
   computed with the library's eval-mode embed functions.
   """
-  from mltm_jax.train.checkpoint import Checkpoints
-  from mltm_jax.train.setup import build_run, load
+  from mltm_jax.data.splits import load
+  from mltm_jax.run_dir import RunDir
 
-  run = build_run(cfg)
+  run_dir = RunDir(workdir)
+  try:
+    model, state = run_dir.load(cfg, "best")  # params and batch stats only
+  except FileNotFoundError as e:
+    raise RuntimeError(f"{e} to embed the test split with") from None
   test = load(cfg, "test", progress=False)
-  run.prepare_audio(test, progress=False)
-  ckpts = Checkpoints(workdir, cfg.keep_checkpoints)
-  state = ckpts.restore_best(run.init_state())
-  ckpts.close()
-  if state is None:
-    raise RuntimeError(f"{workdir}: no best checkpoint to embed the test split with")
-  text = run.text_inputs(test, workdir / "cache", progress=False)
-  audio, text_emb = run.embed_split(state, test, text)
+  model.prepare_audio(test, False, run_dir.cache)
+  text = model.text_inputs(test, run_dir.cache, progress=False)
+  audio, text_emb = model.embed_split(state, test, text)
   tmp = workdir / "embeddings.tmp.npz"
   np.savez(
     tmp,
@@ -195,10 +194,17 @@ def save_test_embeddings(cfg: Config, workdir: Path) -> Path:
 
 
 def prune_run(workdir: Path) -> None:
-  """Deletes a finished run's checkpoints and cache link (metrics, config, embeddings stay)."""
+  """Deletes a finished run's checkpoints and cache link and compacts its noisy-pairs record
+  to counts + digest (metrics, config, embeddings stay)."""
+  from mltm_jax.data.noise import RECORD, compact_record
+
   if not (workdir / FINAL).is_file():
     return
   shutil.rmtree(workdir / "checkpoints", ignore_errors=True)
+  record = workdir / RECORD
+  if record.is_file():
+    compact = compact_record(json.loads(record.read_text(encoding="utf-8")))
+    record.write_text(json.dumps(compact, indent=1, ensure_ascii=False), encoding="utf-8")
   cache = workdir / "cache"
   if cache.is_symlink():
     cache.unlink()

@@ -1,4 +1,4 @@
-"""The m-LTM loss: inverse optimal transport on a mini-batch (DESIGN section 4).
+"""The m-LTM loss: inverse optimal transport on a mini-batch (docs/method.md section 4).
 
 For a batch of ``B`` aligned pairs with ground cost ``C [B, B]``
 (``C[i, j]`` = cost between audio ``i`` and caption ``j``), the loss is
@@ -69,13 +69,10 @@ def mltm_loss(
   """
   if cost.ndim != 2 or cost.shape[0] != cost.shape[1] or cost.shape[0] < 1:
     raise ValueError(
-      "mltm_jax/losses/mltm.py:mltm_loss: cost must be a non-empty square"
-      f" [B, B] matrix, got shape {cost.shape}"
+      f"mltm_loss: cost must be a non-empty square [B, B] matrix, got shape {cost.shape}"
     )
   if variant not in VARIANTS:
-    raise ValueError(
-      f"mltm_jax/losses/mltm.py:mltm_loss: variant must be one of {VARIANTS}, got {variant!r}"
-    )
+    raise ValueError(f"mltm_loss: variant must be one of {VARIANTS}, got {variant!r}")
   cost_max = jnp.max(cost)
   if normalize_max:
     cost = normalize_cost_max(cost)
@@ -84,16 +81,12 @@ def mltm_loss(
       result = ot_lib.solve_balanced(cost, eps, **solver_options)
     elif variant == "unbalanced":
       if not 0.0 < tau <= 1.0:
-        raise ValueError(
-          f"mltm_jax/losses/mltm.py:mltm_loss: variant 'unbalanced' needs tau in (0, 1], got {tau}"
-        )
+        raise ValueError(f"mltm_loss: variant 'unbalanced' needs tau in (0, 1], got {tau}")
       result = ot_lib.solve_balanced(cost, eps, tau_a=tau, tau_b=tau, **solver_options)
     else:
       result = ot_lib.solve_partial(cost, eps, mass, **solver_options)
   except TypeError as err:
-    raise TypeError(
-      f"mltm_jax/losses/mltm.py:mltm_loss: bad solver option for variant {variant!r}: {err}"
-    ) from err
+    raise TypeError(f"mltm_loss: bad solver option for variant {variant!r}: {err}") from err
   log_diag = jnp.diagonal(result.log_plan)
   loss = -jnp.mean(log_diag)
   aux = {

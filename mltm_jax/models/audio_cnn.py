@@ -24,7 +24,7 @@ class ConvBlock(nn.Module):
   """(3x3 conv, BN, ReLU) x (1 or 2), then 2x2 average pooling.
 
   With strided=True the first conv has stride 2 and the pooling is skipped, so the
-  block never builds a full-resolution activation (about 4x cheaper on CPU).
+  block never builds a full-resolution activation (a quarter of the positions).
   Input [B, T, F, C_in] -> output [B, T // 2, F // 2, features]
   (strided: [B, ceil(T / 2), ceil(F / 2), features]). Same arithmetic as PyTorch
   Conv2d(3, padding=1, bias=False) -> BatchNorm2d -> ReLU -> avg_pool2d(2).
@@ -69,8 +69,8 @@ class ConvBlock(nn.Module):
 class SmallCNN(nn.Module):
   """PANNs-style CNN encoder: log-mel [B, frames, n_mels] -> embedding [B, channels[-1]].
 
-  Defaults are the CPU demo setting measured in the task report: 4 single-conv
-  blocks (16, 32, 64, 128) with a strided stem, about 98k parameters.
+  Defaults: 4 single-conv blocks (16, 32, 64, 128) with a strided stem, about 98k
+  parameters.
 
   Attributes:
     channels: output channels of each conv block (num_blocks = len(channels)).

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from mltm_jax.models.bert import BertConfig
+from mltm_jax.models.weights import shape_mismatch
 
 # Checkpoint tensors that are not part of BertEncoder and are dropped silently.
 _IGNORED_PREFIXES = ("pooler.", "cls.")
@@ -130,20 +131,12 @@ def load_bert_checkpoint(model_dir: str | os.PathLike) -> tuple[BertConfig, dict
     tensors[name] = (key, value)
 
   expected = _expected_tensors(cfg)
-  missing = sorted(set(expected) - set(tensors))
-  unexpected = sorted(tensors[n][0] for n in set(tensors) - set(expected))
-  bad_shape = [
-    f"{tensors[n][0]} {tuple(tensors[n][1].shape)} expected {expected[n][1]}"
-    for n in sorted(set(expected) & set(tensors))
-    if tuple(tensors[n][1].shape) != expected[n][1]
-  ]
-  problems = []
-  if missing:
-    problems.append(f"missing tensors {missing}")
-  if unexpected:
-    problems.append(f"unexpected tensors {unexpected}")
-  if bad_shape:
-    problems.append(f"mis-shaped tensors [{'; '.join(bad_shape)}]")
+  problems = shape_mismatch(
+    {n: tuple(v.shape) for n, (_, v) in tensors.items()},
+    {n: e[1] for n, e in expected.items()},
+    show=lambda n: tensors[n][0] if n in tensors else n,  # the file's own key
+    fmt=str,
+  )
   if problems:
     raise ValueError(f"{path}: checkpoint does not match config ({'; '.join(problems)})")
 

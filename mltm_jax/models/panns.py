@@ -21,7 +21,7 @@ BasicBlock: [2x2 avg pool if downsampling] -> 3x3 conv -> BN -> ReLU -> dropout 
   then ReLU. PANNs downsamples by average pooling, never by a strided conv.
 
 Which tensor is the `embedding`: the pooled conv features (mean over frequency, then max + mean
-over time), BEFORE fc1. DESIGN.md section 2 feeds exactly this 2048-d vector (512-d for Cnn10)
+over time), BEFORE fc1. docs/method.md section 2 feeds exactly this 2048-d vector (512-d for Cnn10)
 to the projection MLP Linear(2048, 2048) - ReLU - Linear(2048, 1024), as the audio-text
 retrieval line of work does (it keeps the PANNs trunk and drops fc1 and the classifier).
 fc1's ReLU output (what PANNs itself returns as "embedding") is available with

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from mltm_jax.models import panns
+from mltm_jax.models.weights import shape_mismatch
 
 ARCHS = tuple(panns.PANNS_MODELS)
 _IGNORED_PREFIXES = ("spectrogram_extractor.", "logmel_extractor.", "fc_audioset.")
@@ -119,20 +120,9 @@ def convert_state_dict(
   kept = _kept_tensors(state_dict)
   arch = arch or detect_arch(kept, source)
   expected = expected_tensors(arch, n_mels=n_mels)
-  missing = sorted(set(expected) - set(kept))
-  unexpected = sorted(set(kept) - set(expected))
-  bad_shape = [
-    f"{n} {tuple(kept[n].shape)} expected {expected[n][2]}"
-    for n in sorted(set(expected) & set(kept))
-    if tuple(kept[n].shape) != expected[n][2]
-  ]
-  problems = []
-  if missing:
-    problems.append(f"missing tensors {_listed(missing)}")
-  if unexpected:
-    problems.append(f"unexpected tensors {_listed(unexpected)}")
-  if bad_shape:
-    problems.append(f"mis-shaped tensors {_listed(bad_shape)}")
+  problems = shape_mismatch(
+    {n: tuple(v.shape) for n, v in kept.items()}, {n: e[2] for n, e in expected.items()}
+  )
   if problems:
     raise ValueError(f"{source}: not a PANNs {arch} checkpoint ({'; '.join(problems)})")
 
@@ -157,12 +147,6 @@ def _kept_tensors(state_dict: dict[str, Any]) -> dict[str, Any]:
     for k, v in state_dict.items()
     if not (k.startswith(_IGNORED_PREFIXES) or k.endswith(_IGNORED_SUFFIX))
   }
-
-
-def _listed(items: list[str], limit: int = 8) -> str:
-  """[a, b, ...] with at most `limit` items named, then how many more."""
-  more = f", ... {len(items) - limit} more" if len(items) > limit else ""
-  return "[" + ", ".join(items[:limit]) + more + "]"
 
 
 def _to_numpy(value: Any) -> np.ndarray:
@@ -299,18 +283,7 @@ def _check_trunk_tree(
     **_flat_shapes(saved["batch_stats"], "batch_stats"),
   }
   want = {**_flat_shapes(params_like, "params"), **_flat_shapes(stats_like, "batch_stats")}
-  missing = sorted(set(want) - set(got))
-  unexpected = sorted(set(got) - set(want))
-  bad_shape = [
-    f"{k} {got[k]} expected {want[k]}" for k in sorted(set(want) & set(got)) if got[k] != want[k]
-  ]
-  problems = []
-  if missing:
-    problems.append(f"missing {_listed(missing)}")
-  if unexpected:
-    problems.append(f"unexpected {_listed(unexpected)}")
-  if bad_shape:
-    problems.append(f"mis-shaped {_listed(bad_shape)}")
+  problems = shape_mismatch(got, want, noun="")
   if problems:
     raise ValueError(f"{directory}: does not fit the {arch} trunk ({'; '.join(problems)})")
 

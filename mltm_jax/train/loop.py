@@ -18,23 +18,12 @@ from mltm_jax.data.input_pipeline import TrainBatches
 from mltm_jax.evaluation.evaluate import retrieval_report, selection_score
 from mltm_jax.train.checkpoint import Checkpoints
 from mltm_jax.train.metrics_writer import MetricsWriter
-from mltm_jax.train.setup import build_run, check_audio_init, load
-from mltm_jax.train.step import make_train_step, to_global
-
-
-def write_run_config(cfg: Config, workdir: Path) -> None:
-  """WORKDIR/config.json (resolved flags) and WORKDIR/flags.txt (a flagfile to rerun)."""
-  path = workdir / "config.json"
-  if path.is_file():
-    old = json.loads(path.read_text())
-    new = json.loads(cfg.to_json())
-    changed = sorted(k for k in new if old.get(k) != new[k] and k not in ("num_steps", "progress"))
-    if changed:
-      logging.warning("resuming %s with changed flags: %s", workdir, ", ".join(changed))
-  path.write_text(cfg.to_json())
-  (workdir / "flags.txt").write_text(
-    "".join(f"--{k}={v}\n" for k, v in json.loads(cfg.to_json()).items())
-  )
+from mltm_jax.data.splits import load
+from mltm_jax.model import build_model, check_audio_init
+from mltm_jax.run_dir import RunDir
+from mltm_jax.sharding import to_global
+from mltm_jax.train.state import init_state, make_optimizer
+from mltm_jax.train.step import make_train_step
 
 
 class _Preemption:
@@ -103,22 +92,24 @@ def train_and_evaluate(cfg: Config) -> dict:
   """
   t_start = time.time()
   check_audio_init(cfg)  # a mismatched --audio_init fails before any file or data work
-  workdir = Path(cfg.workdir)
+  run_dir = RunDir(cfg.workdir)
+  workdir = run_dir.path
   workdir.mkdir(parents=True, exist_ok=True)
   main_process = jax.process_index() == 0
   if main_process:
-    write_run_config(cfg, workdir)
+    run_dir.write_config(cfg)
 
   # Data: splits in memory, caption inputs (frozen-encoder features are cached).
   train, val = load(cfg, "train", cfg.progress), load(cfg, "val", cfg.progress)
   train = apply_noise(cfg, train, workdir, write=main_process)  # --noise_p: training pairs only
   cfg = cfg.with_epochs(len(train.captions))  # --num_epochs / --lr_decay_epochs -> steps
-  run = build_run(cfg)
-  cache = workdir / "cache"
-  run.prepare_audio(train, cfg.progress, cache)  # --precompute_mel: log-mels on first use
-  run.prepare_audio(val, cfg.progress, cache)
-  train_text = run.text_inputs(train, cache, cfg.progress)
-  val_text = run.text_inputs(val, cache, cfg.progress)
+  model = build_model(cfg)
+  tx = make_optimizer(cfg)
+  cache = run_dir.cache
+  model.prepare_audio(train, cfg.progress, cache)  # --precompute_mel: log-mels on first use
+  model.prepare_audio(val, cfg.progress, cache)
+  train_text = model.text_inputs(train, cache, cfg.progress)
+  val_text = model.text_inputs(val, cache, cfg.progress)
   logging.info(
     "train: %d clips / %d captions (%d skipped); val: %d clips",
     train.num_clips,
@@ -129,12 +120,12 @@ def train_and_evaluate(cfg: Config) -> dict:
 
   # Model state, resumed from the newest readable checkpoint.
   ckpts = Checkpoints(workdir, cfg.keep_checkpoints)
-  state = run.init_state()
+  state = init_state(model, tx)
   restored = ckpts.restore_latest(state)
   if restored is not None:
     state = restored
   start = int(state.step)
-  best_path = workdir / "best.json"
+  best_path = run_dir.best_file
   best = _resumed_best(ckpts, best_path, main_process)
   skipped_logged = int(state.skipped)
 
@@ -146,18 +137,18 @@ def train_and_evaluate(cfg: Config) -> dict:
     cfg.batch_size,
     cfg.seed,
     cfg.clip_samples,
-    run.clip_frames,
+    model.clip_frames,
     jax.process_index(),
     jax.process_count(),
   )
 
-  train_step = make_train_step(cfg, run.audio_tower, run.text_tower, run.tx, run.mesh)
+  train_step = make_train_step(cfg, model.audio_tower, model.text_tower, tx, model.mesh)
   writer = MetricsWriter(workdir)
   preempt = _Preemption()
 
   def validate(step: int) -> None:
     nonlocal best
-    audio, text = run.embed_split(state, val, val_text)
+    audio, text = model.embed_split(state, val, val_text)
     report = retrieval_report(
       cfg, audio, text, val.caption_to_clip, state.params["metric"], "distance"
     )
@@ -182,7 +173,7 @@ def train_and_evaluate(cfg: Config) -> dict:
     disable=not cfg.progress or not main_process,
   )
   t_log = time.time()
-  batches = batches_of.iterate(start, cfg.num_steps, put=lambda b: to_global(run.mesh, b))
+  batches = batches_of.iterate(start, cfg.num_steps, put=lambda b: to_global(model.mesh, b))
   for step in range(start, cfg.num_steps):
     state, metrics = train_step(state, next(batches))
     bar.update(1)
@@ -223,9 +214,9 @@ def train_and_evaluate(cfg: Config) -> dict:
   best_state = ckpts.restore_best(state) or state
   batches.close()
   test = load(cfg, "test", cfg.progress)
-  run.prepare_audio(test, cfg.progress, cache)
-  test_text = run.text_inputs(test, cache, cfg.progress)
-  audio, text = run.embed_split(best_state, test, test_text)
+  model.prepare_audio(test, cfg.progress, cache)
+  test_text = model.text_inputs(test, cache, cfg.progress)
+  audio, text = model.embed_split(best_state, test, test_text)
   reports = {
     r: retrieval_report(cfg, audio, text, test.caption_to_clip, best_state.params["metric"], r)
     for r in ("distance", "plan")
@@ -237,7 +228,7 @@ def train_and_evaluate(cfg: Config) -> dict:
   final["skipped_steps"] = int(state.skipped)
   final[f"by_{other}"] = {k: reports[other][k] for k in ("t2a", "a2t")}
   if main_process:
-    (workdir / "final_metrics.json").write_text(json.dumps(final, indent=2))
+    run_dir.final_file.write_text(json.dumps(final, indent=2))
   writer.write(cfg.num_steps, "test", final)
   writer.close()
   ckpts.close()

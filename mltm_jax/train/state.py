@@ -1,4 +1,4 @@
-"""Train state, optimizer chain and parameter initialisation."""
+"""Train state, optimizer chain and the initial state of a run."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import optax
 
 from mltm_jax import metric as metric_lib
 from mltm_jax.config import Config
-from mltm_jax.losses import init_loss_params
+from mltm_jax.sharding import replicated
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -56,30 +56,6 @@ def make_optimizer(cfg: Config) -> optax.GradientTransformationExtraArgs:
   return optax.chain(*parts)
 
 
-def init_params(
-  cfg: Config, audio_tower, text_tower, text_example: Any, rng: jax.Array
-) -> tuple[Any, Any]:
-  """Random initial params and batch stats. text_example: one batch of text inputs."""
-  r_audio, r_text, r_metric, r_aug = jax.random.split(rng, 4)
-  waves = jnp.zeros((2, cfg.clip_samples), jnp.float32)
-  audio_vars = audio_tower.init({"params": r_audio, "dropout": r_aug}, waves, train=False)
-  text_vars = text_tower.init({"params": r_text, "dropout": r_aug}, text_example, train=False)
-  metric_params = metric_lib.init_metric(
-    cfg.effective_metric,
-    cfg.embed_dim,
-    rank=cfg.metric_rank or None,
-    init=cfg.metric_init,
-    rng=r_metric,
-  )
-  params = {
-    "audio": audio_vars["params"],
-    "text": text_vars["params"],
-    "metric": metric_params,
-    "loss": init_loss_params(cfg),
-  }
-  return params, audio_vars.get("batch_stats", {})
-
-
 def create_state(
   cfg: Config, params: Any, batch_stats: Any, tx: optax.GradientTransformation, rng: jax.Array
 ) -> TrainState:
@@ -91,3 +67,14 @@ def create_state(
     rng=rng,
     skipped=jnp.zeros([], jnp.int32),
   )
+
+
+def init_state(model: Any, tx: optax.GradientTransformation) -> TrainState:
+  """The run's first state, replicated over the model's mesh: ``model.init_params`` (pretrained
+  text encoder / --audio_init trunk included) from the first half of PRNGKey(--seed), the
+  train rng (dropout, SpecAugment) from the second."""
+  cfg = model.cfg
+  r_init, r_train = jax.random.split(jax.random.PRNGKey(cfg.seed))
+  params, stats = model.init_params(r_init)
+  state = create_state(cfg, params, stats, tx, r_train)
+  return jax.device_put(state, replicated(model.mesh))

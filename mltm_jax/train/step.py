@@ -1,9 +1,8 @@
-"""The train step, compiled once over a device mesh.
+"""The train step, compiled once over a device mesh (mltm_jax.sharding).
 
-The only module that knows about devices: the batch is sharded along the mesh's
-``data`` axis, the state is replicated, and the loss is computed on the GLOBAL
-batch (XLA gathers the [B, D] embeddings, so the OT plan couples all B pairs
-whatever the number of devices or hosts). Batch-norm statistics are global too.
+The batch is sharded along the mesh's ``data`` axis, the state is replicated, and the loss is
+computed on the GLOBAL batch (XLA gathers the [B, D] embeddings, so the OT plan couples all B
+pairs whatever the number of devices or hosts). Batch-norm statistics are global too.
 """
 
 from __future__ import annotations
@@ -12,42 +11,13 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh
 
 from mltm_jax.config import Config
 from mltm_jax.losses import batch_loss
+from mltm_jax.sharding import batch_sharded, replicated
 from mltm_jax.train.state import TrainState
-
-DATA_AXIS = "data"
-
-
-def make_mesh(devices: list | None = None) -> Mesh:
-  """A 1-D mesh over all (global) devices, axis ``data``.
-
-  Devices are ordered by (process, id), so each process's devices hold a contiguous block of
-  batch rows: process p's rows are ``host_slice(B, p, process_count)``.
-  """
-  if devices is None:
-    devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
-  return Mesh(np.asarray(devices), (DATA_AXIS,))
-
-
-def replicated(mesh: Mesh) -> NamedSharding:
-  return NamedSharding(mesh, P())
-
-
-def batch_sharded(mesh: Mesh) -> NamedSharding:
-  return NamedSharding(mesh, P(DATA_AXIS))
-
-
-def to_global(mesh: Mesh, local: Any) -> Any:
-  """Host-local numpy batch (leading axis = this host's rows) -> global sharded arrays."""
-  sharding = batch_sharded(mesh)
-  return jax.tree.map(
-    lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local
-  )
 
 
 def make_train_step(
@@ -98,47 +68,3 @@ def make_train_step(
 
   rep, data = replicated(mesh), batch_sharded(mesh)
   return jax.jit(step_fn, in_shardings=(rep, data), out_shardings=(rep, rep), donate_argnums=0)
-
-
-def from_host_copy(mesh: Mesh, full: Any) -> Any:
-  """A batch that EVERY process holds in full (numpy, leading axis B) -> global arrays sharded
-  over ``data`` (each process contributes its devices' rows). Global arrays pass unchanged."""
-
-  def one(x):
-    if isinstance(x, jax.Array) and not x.is_fully_addressable:
-      return x
-    if not hasattr(x, "padded"):  # lazy rows (LazyRows) are read per addressable shard only
-      x = np.asarray(x)
-    return jax.make_array_from_callback(x.shape, batch_sharded(mesh), lambda idx: x[idx])
-
-  return jax.tree.map(one, full)
-
-
-def make_embed_fns(audio_tower, text_tower, mesh: Mesh):
-  """jit-compiled eval-mode embedders: (params, stats, audio [B, T] or [B, F, M]) -> [B, D] and
-  (params, text inputs [B, ...]) -> [B, D]; B must be a multiple of the device count.
-
-  With several processes, every process passes the same full batch (numpy) and gets the full
-  replicated embeddings back."""
-  rep, data = replicated(mesh), batch_sharded(mesh)
-
-  def embed_audio(params, batch_stats, audio):
-    return audio_tower.apply(
-      {"params": params["audio"], "batch_stats": batch_stats}, audio, train=False
-    )
-
-  def embed_text(params, text):
-    return text_tower.apply({"params": params["text"]}, text, train=False)
-
-  audio_fn = jax.jit(embed_audio, in_shardings=(rep, rep, data), out_shardings=rep)
-  text_fn = jax.jit(embed_text, in_shardings=(rep, data), out_shardings=rep)
-  if jax.process_count() == 1:
-    dense = lambda x: np.asarray(x) if hasattr(x, "padded") else x  # lazy rows -> numpy
-    return (
-      lambda params, stats, audio: audio_fn(params, stats, dense(audio)),
-      lambda params, text: text_fn(params, text),
-    )
-  return (
-    lambda params, stats, audio: audio_fn(params, stats, from_host_copy(mesh, audio)),
-    lambda params, text: text_fn(params, from_host_copy(mesh, text)),
-  )

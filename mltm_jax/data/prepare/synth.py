@@ -8,9 +8,10 @@ import dataclasses
 import json
 from pathlib import Path
 
-from mltm_jax.data.prepare.clotho import CLOTHO_SPLITS, read_clotho
+from mltm_jax.data.clotho import ROLE_SPLITS, SPLIT_ROLES
+from mltm_jax.data.prepare.clotho import read_clotho
 from mltm_jax.data.prepare.common import Listing
-from mltm_jax.data.synthcaps import MARKER, ensure_synthcaps
+from mltm_jax.synthcaps import MARKER, ensure_synthcaps
 
 __all__ = ["read_synthcaps", "split_source_labels"]
 
@@ -32,7 +33,7 @@ def read_synthcaps(
     )
   listing = read_clotho(src)
   labels: dict[tuple[str, str], list[str]] = {}
-  for name, split in CLOTHO_SPLITS.items():
+  for name, split in SPLIT_ROLES.items():
     meta = src / f"synthcaps_metadata_{name}.jsonl"
     if meta.is_file():
       for line in meta.read_text(encoding="utf-8").splitlines():
@@ -60,7 +61,7 @@ def split_source_labels(
   """
   data_dir = Path(data_dir)
   if dataset == "synthcaps":
-    name = {v: k for k, v in CLOTHO_SPLITS.items()}[which]
+    name = {v: k for k, v in SPLIT_ROLES.items()}[which]
     meta = data_dir / f"synthcaps_metadata_{name}.jsonl"
     if not meta.is_file():
       raise ValueError(f"{meta}: not found (is --data_dir a SynthCaps rendering?)")

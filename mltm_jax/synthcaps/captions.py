@@ -1,0 +1,400 @@
+"""The caption grammar: five distinct English captions per planned clip.
+
+Each caption names every event's source and states a random subset of the attributes that
+were actually rendered (register, tempo, count, loudness, duration), with varied templates and
+synonyms; events are joined by words of their relation: sequence ("then", "followed by",
+"after", ...) or overlap ("while", "along with", "at the same time", ...). The words are
+drawn from the clip's own generator after its plan (:mod:`mltm_jax.synthcaps.events`), so
+captions depend only on (seed, split, index).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from mltm_jax.synthcaps.source_spec import H, L, M
+from mltm_jax.synthcaps.sources import SOURCE_BY_NAME
+from mltm_jax.synthcaps.words import choice, join_adjs, join_advs, with_article
+
+N_CAPTIONS = 5
+
+_LOUD_ADJ = ("loud", "forceful", "powerful", "strong")  # for notes, melodies, hits, sounds
+_QUIET_ADJ = ("quiet", "soft", "faint", "gentle")
+_LOUD_ADJ_SUBJ = ("loud",)  # for the sound source itself ("a loud piano")
+_QUIET_ADJ_SUBJ = ("quiet", "soft", "faint")
+_LOUD_ADV = ("loudly", "forcefully", "powerfully", "at high volume")
+_QUIET_ADV = ("quietly", "softly", "gently", "faintly", "at low volume")
+_REG_ADJ = {
+  L: ("low", "low-pitched", "deep"),
+  M: ("mid-range", "medium-pitched", "mid-pitched"),
+  H: ("high", "high-pitched"),
+}
+_REG_ADV = {
+  L: ("in a low register", "at a low pitch", "in the low range"),
+  M: ("in a middle register", "at a medium pitch", "in the mid range"),
+  H: ("in a high register", "at a high pitch", "in the upper range"),
+}
+_TEMPO_ADJ = {
+  "slow": ("slow", "slow-paced", "leisurely"),
+  "fast": ("fast", "quick", "rapid", "lively"),
+}
+_TEMPO_ADV = {
+  "slow": ("slowly", "at a slow pace", "at a slow tempo"),
+  "fast": ("quickly", "rapidly", "at a fast pace", "at a fast tempo"),
+}
+_DUR_ADJ = {"short": ("short", "brief"), "long": ("long", "lengthy", "extended")}
+_DUR_ADJ_CONT = {"short": ("short", "brief"), "long": ("long", "sustained", "prolonged")}
+_DUR_ADV = {
+  "short": ("briefly", "for a moment", "for a short time"),
+  "long": ("for a long time", "for a while", "for several seconds"),
+}
+_COUNT_ADV = {
+  "once": ("once", "a single time", "one time"),
+  "twice": ("twice", "two times"),
+  "three times": ("three times", "thrice"),
+  "repeatedly": (
+    "repeatedly",
+    "over and over",
+    "again and again",
+    "many times",
+    "several times in a row",
+  ),
+}
+_COUNT_DET = {
+  "once": ("a single", "one"),
+  "twice": ("two",),
+  "three times": ("three",),
+  "repeatedly": ("repeated", "a series of", "a rapid series of", "many", "a string of"),
+}
+
+
+def _loud_adj(rng, ev, src, subject: bool = False) -> str:
+  if subject:
+    return choice(rng, _LOUD_ADJ_SUBJ if ev["loudness"] == "loud" else _QUIET_ADJ_SUBJ)
+  if ev["loudness"] == "loud":
+    low = src.low or ev["register"] == L
+    return choice(rng, _LOUD_ADJ + (("booming",) if low else ()))
+  return choice(rng, _QUIET_ADJ + (("light",) if src.kind == "hits" else ()))
+
+
+def _loud_adv(rng, ev, src) -> str:
+  if ev["loudness"] == "loud":
+    return choice(rng, _LOUD_ADV + (("hard",) if src.kind == "hits" and src.drum else ()))
+  return choice(rng, _QUIET_ADV + (("lightly",) if src.kind == "hits" and src.drum else ()))
+
+
+def _mentionable(ev) -> list[str]:
+  return [
+    a for a in ("loudness", "register", "tempo", "count", "duration") if ev.get(a) is not None
+  ]
+
+
+class _Phrases:
+  """Clause and noun-phrase realisations of one event for one caption."""
+
+  def __init__(self, rng, ev: dict, mention: Iterable[str]):
+    # a sorted tuple: iterating a set of str would depend on the per-process hash seed
+    self.rng, self.ev, self.mention = rng, ev, tuple(sorted(mention))
+    self.src = SOURCE_BY_NAME[ev["source"]]
+
+  # adverbials for the attributes in ``attrs`` (count first for hits)
+  def _advs(self, attrs: Iterable[str]) -> str:
+    rng, ev, src = self.rng, self.ev, self.src
+    advs, first = [], None
+    for a in attrs:
+      if a == "loudness":
+        advs.append(_loud_adv(rng, ev, src))
+      elif a == "register":
+        advs.append(choice(rng, _REG_ADV[ev["register"]]))
+      elif a == "tempo":
+        advs.append(choice(rng, _TEMPO_ADV[ev["tempo"]]))
+      elif a == "duration":
+        advs.append(choice(rng, _DUR_ADV[ev["duration"]]))
+      elif a == "count":
+        first = choice(rng, _COUNT_ADV[ev["count"]])
+    return join_advs(rng, advs, first)
+
+  def _subject(self, adj_attrs: Sequence[str]) -> tuple[str, str]:
+    """(noun phrase, number) naming the source, with adjectives for ``adj_attrs``."""
+    rng, ev, src = self.rng, self.ev, self.src
+    text, number = choice(rng, src.nouns)
+    adjs = []
+    for a in adj_attrs:
+      if a == "loudness":
+        adjs.append(_loud_adj(rng, ev, src, subject=True))
+      elif a == "register":
+        adjs.append(choice(rng, _REG_ADJ[ev["register"]]))
+      elif a == "duration":
+        adjs.append(choice(rng, _DUR_ADJ_CONT[ev["duration"]]))
+    return with_article(rng, text, number, adjs), number
+
+  def _split(self, adjectival: Sequence[str], max_adj: int = 1) -> tuple[list[str], list[str]]:
+    """Split mentioned attributes into (adjectives, adverbials)."""
+    rng = self.rng
+    cand = [a for a in self.mention if a in adjectival]
+    cand = [cand[i] for i in rng.permutation(len(cand))]
+    n = int(rng.integers(0, min(max_adj, len(cand)) + 1)) if cand else 0
+    adj = cand[:n]
+    adv = [a for a in sorted(self.mention) if a not in adj]
+    return adj, adv
+
+  def clause(self) -> str:
+    rng, ev, src = self.rng, self.ev, self.src
+    forms = ["subject"]
+    if src.agents:
+      forms.append("agent")
+    if src.kind == "melodic":
+      forms.append("object")
+    form = choice(rng, forms)
+    if form == "subject":
+      adjectival = ("loudness", "register") if src.kind == "hits" else ("loudness",)
+      adj, adv = self._split(adjectival if src.adj_subject else ())
+      subj, number = self._subject(adj)
+      verb = choice(rng, src.verbs)[0 if number in ("sg", "mass", "def") else 1]
+      return " ".join(x for x in (subj, verb, self._advs(adv)) if x)
+    if form == "agent":
+      text, number = choice(rng, src.nouns)
+      reg_adj = []
+      adv = sorted(self.mention)
+      if src.kind == "hits" and "register" in self.mention and rng.random() < 0.5:
+        reg_adj = [choice(rng, _REG_ADJ[ev["register"]])]
+        adv = [a for a in adv if a != "register"]
+      a = with_article(rng, text, number, reg_adj)
+      the = with_article(rng, text, number, reg_adj, definite=True)
+      agent = choice(rng, src.agents).format(a=a, the=the)
+      return " ".join(x for x in (agent, self._advs(adv)) if x)
+    # melodic "plays <adjs> notes" forms
+    adj, adv = self._split(("loudness", "register", "tempo", "duration"), max_adj=2)
+    obj = self._head(adj, with_source=False)
+    text, number = choice(rng, src.nouns)
+    if src.agents and src.name != "choir" and rng.random() < 0.5:
+      who = choice(rng, ("someone", "a person", "a musician"))
+      core = f"{who} plays {obj} on {with_article(rng, text, number, definite=True)}"
+    else:
+      verb = ("sings", "sing") if src.name == "choir" else ("plays", "play")
+      core = f"{with_article(rng, text, number)} {verb[0 if number != 'pl' else 1]} {obj}"
+    return " ".join(x for x in (core, self._advs(adv)) if x)
+
+  def _head(self, adj_attrs: Sequence[str], with_source: bool) -> str:
+    """Melodic: "<adjs> [source] melody|notes|music" with an article where needed."""
+    rng, ev, src = self.rng, self.ev, self.src
+    head, number = choice(rng, src.heads)
+    adjs = []
+    for a in adj_attrs:
+      if a == "loudness":
+        adjs.append(_loud_adj(rng, ev, src))
+      elif a == "register":
+        adjs.append(choice(rng, _REG_ADJ[ev["register"]]))
+      elif a == "tempo":
+        adjs.append(choice(rng, _TEMPO_ADJ[ev["tempo"]]))
+      elif a == "duration":
+        adjs.append(choice(rng, _DUR_ADJ[ev["duration"]]))
+    if with_source:
+      noun = choice(rng, [n for n, num in src.nouns if num == "sg"] or [src.name])
+      head = f"{noun} {head}"
+    return with_article(rng, head, number, adjs)
+
+  def noun_phrase(self) -> tuple[str, bool]:
+    """(noun phrase, plural) describing the event."""
+    rng, ev, src = self.rng, self.ev, self.src
+    forms = ["participle"]
+    if src.kind == "melodic":
+      forms += ["head", "head"]
+    elif src.kind == "hits":
+      forms += ["hits", "hits"]
+    elif src.sound_nouns:
+      forms += ["sound", "sound"]
+    form = choice(rng, forms)
+    if form == "head":
+      adj, adv = self._split(("loudness", "register", "tempo", "duration"), max_adj=2)
+      np_ = self._head(adj, with_source=True)
+      plural = not np_.startswith(("a ", "an ")) and np_.endswith("notes")
+      if adv:
+        np_ += " " + choice(rng, src.head_participles) + " " + self._advs(adv)
+      return np_, plural
+    if form == "hits":
+      count = ev["count"]
+      sg, pl = choice(rng, src.hit_nouns)
+      adjs = []
+      mention = set(self.mention) | {"count"}
+      for a in ("loudness", "register"):
+        if a in mention:
+          adjs.append(
+            _loud_adj(rng, ev, src) if a == "loudness" else choice(rng, _REG_ADJ[ev["register"]])
+          )
+          mention.discard(a)
+      det = choice(rng, _COUNT_DET[count])
+      noun = sg if count == "once" else pl
+      body = " ".join([det] + ([join_adjs(rng, adjs)] if adjs else []) + [noun])
+      plural = count != "once" and not det.startswith("a ")
+      rest = [a for a in sorted(mention) if a != "count"]
+      if rest:
+        body += " " + self._advs(rest)  # e.g. "... in a high register"
+      return body, plural
+    if form == "sound":
+      text, number = choice(rng, src.sound_nouns)
+      adjs = [
+        _loud_adj(rng, ev, src) if a == "loudness" else choice(rng, _DUR_ADJ_CONT[ev["duration"]])
+        for a in sorted(self.mention)
+      ]
+      return with_article(rng, text, number, adjs), number == "pl"
+    # participle: "a violin played quickly", "a bell ringing twice"
+    adjectival = ("loudness",) + (("register",) if src.kind == "hits" else ())
+    adj, adv = self._split(adjectival if src.adj_subject else ())
+    subj, number = self._subject(adj)
+    parts = src.participles
+    if not adv:  # a bare past participle ("a cello played") does not stand alone
+      parts = tuple(p for p in parts if p.endswith("ing") or p.startswith("being"))
+    part = choice(rng, parts) if parts else ""
+    body = " ".join(x for x in (subj, part, self._advs(adv)) if x)
+    if rng.random() < 0.3:
+      return "the sound of " + body, False
+    return body, number == "pl"
+
+
+def _is(plural: bool) -> str:
+  return "are" if plural else "is"
+
+
+def _finish(text: str) -> str:
+  text = " ".join(text.replace(" ,", ",").split()).replace("for a while while", "for a while as")
+  return text[:1].upper() + text[1:] + "."
+
+
+def _caption(rng, plan: dict) -> str:
+  """One caption of ``plan``: events linked by overlap form a group; groups are told in time
+  order."""
+  events = plan["events"]
+  n = len(events)
+  # how many attributes each event's description states
+  k_probs = {1: (0.0, 0.2, 0.45, 0.35), 2: (0.15, 0.55, 0.3, 0.0), 3: (0.35, 0.55, 0.1, 0.0)}[n]
+  phrases = []
+  for ev in events:
+    attrs = _mentionable(ev)
+    k = min(int(rng.choice(4, p=k_probs)), len(attrs))
+    mention = {attrs[int(i)] for i in rng.permutation(len(attrs))[:k]}
+    phrases.append(_Phrases(rng, ev, mention))
+
+  # groups of events linked by overlap
+  groups: list[list[_Phrases]] = [[phrases[0]]]
+  for k, rel in enumerate(plan["relations"]):
+    if rel == "overlap":
+      groups[-1].append(phrases[k + 1])
+    else:
+      groups.append([phrases[k + 1]])
+
+  def g_clause(g: list[_Phrases]) -> str:
+    if len(g) == 1:
+      return g[0].clause()
+    if len(g) == 2:
+      a, b = g
+      form = int(rng.integers(8))
+      if form == 0:
+        return f"{a.clause()} while {b.clause()}"
+      if form == 1:
+        return f"{b.clause()} while {a.clause()}"
+      if form == 2:
+        return f"while {a.clause()}, {b.clause()}"
+      if form == 3:
+        return f"{a.clause()} along with {b.noun_phrase()[0]}"
+      if form == 4:
+        return f"{a.clause()}, accompanied by {b.noun_phrase()[0]}"
+      if form == 5:
+        return f"{a.clause()} over {b.noun_phrase()[0]}"
+      if form == 6:
+        return f"{a.clause()} as {b.clause()}"
+      return f"{a.noun_phrase()[0]} and {b.noun_phrase()[0]} can be heard at the same time"
+    a, b, c = g
+    form = int(rng.integers(4))
+    if form == 0:
+      return f"{a.clause()} while {b.noun_phrase()[0]} and {c.noun_phrase()[0]} can be heard"
+    if form == 1:
+      return f"{a.clause()} along with {b.noun_phrase()[0]} and {c.noun_phrase()[0]}"
+    if form == 2:
+      return (
+        f"{a.noun_phrase()[0]}, {b.noun_phrase()[0]} and {c.noun_phrase()[0]} can be heard together"
+      )
+    return f"{a.clause()} while {b.clause()}, along with {c.noun_phrase()[0]}"
+
+  def g_np(g: list[_Phrases]) -> tuple[str, bool]:
+    if len(g) == 1:
+      return g[0].noun_phrase()
+    nps = [p.noun_phrase() for p in g]
+    if len(g) == 2:
+      form = int(rng.integers(3))
+      if form == 0:
+        return f"{nps[0][0]} along with {nps[1][0]}", nps[0][1]
+      if form == 1:
+        return f"{nps[0][0]} together with {nps[1][0]}", nps[0][1]
+      return f"{nps[0][0]} and {nps[1][0]} at the same time", True
+    return f"{nps[0][0]} along with {nps[1][0]} and {nps[2][0]}", nps[0][1]
+
+  if len(groups) == 1:
+    g = groups[0]
+    if len(g) > 1:
+      return _finish(g_clause(g))
+    form = int(rng.integers(10))
+    if form < 6:
+      return _finish(g_clause(g))
+    np_, plural = g_np(g)
+    if form == 6:
+      return _finish(f"{np_} can be heard")
+    if form == 7:
+      return _finish(f"{np_} {_is(plural)} heard")
+    if form == 8:
+      return _finish(f"there {_is(plural)} {np_}")
+    return _finish(f"{np_} {_is(plural)} audible")
+  if len(groups) == 2:
+    g1, g2 = groups
+    simple = len(g1) == 1 and len(g2) == 1
+    forms = list(range(8)) + ([8, 9, 10] if simple else [])
+    form = choice(rng, forms)
+    if form == 0:
+      return _finish(f"{g_clause(g1)}, then {g_clause(g2)}")
+    if form == 1:
+      return _finish(f"{g_clause(g1)}, and then {g_clause(g2)}")
+    if form == 2:
+      return _finish(f"{g_clause(g1)}, followed by {g_np(g2)[0]}")
+    if form == 3:
+      return _finish(f"first {g_clause(g1)}, then {g_clause(g2)}")
+    if form == 4:
+      np1, pl1 = g_np(g1)
+      return _finish(f"{np1} {_is(pl1)} followed by {g_np(g2)[0]}")
+    if form == 5:
+      return _finish(f"{g_clause(g1)}, and afterwards {g_clause(g2)}")
+    if form == 6:
+      return _finish(f"{g_clause(g1)}, and after that {g_clause(g2)}")
+    if form == 7:
+      return _finish(f"{g_clause(g1)} and then {g_np(g2)[0]} can be heard")
+    if form == 8:
+      return _finish(f"after {g_clause(g1)}, {g_clause(g2)}")
+    if form == 9:
+      return _finish(f"{g_clause(g2)} after {g_clause(g1)}")
+    return _finish(f"{g_clause(g1)} before {g_clause(g2)}")
+  g1, g2, g3 = groups
+  form = int(rng.integers(6))
+  if form == 0:
+    return _finish(f"{g_clause(g1)}, then {g_clause(g2)}, and finally {g_clause(g3)}")
+  if form == 1:
+    return _finish(f"first {g_clause(g1)}, then {g_clause(g2)}, and then {g_clause(g3)}")
+  if form == 2:
+    return _finish(f"{g_clause(g1)}, followed by {g_np(g2)[0]} and then {g_np(g3)[0]}")
+  if form == 3:
+    return _finish(f"{g_clause(g1)}, then {g_clause(g2)}, followed by {g_np(g3)[0]}")
+  if form == 4:
+    return _finish(f"after {g_clause(g1)}, {g_clause(g2)}, and then {g_clause(g3)}")
+  return _finish(f"{g_clause(g1)} before {g_clause(g2)}, and then {g_clause(g3)}")
+
+
+def make_captions(rng: np.random.Generator, plan: dict, n: int = N_CAPTIONS) -> list[str]:
+  """``n`` distinct captions for ``plan`` (drawn from ``rng``)."""
+  caps: list[str] = []
+  for _ in range(500):
+    c = _caption(rng, plan)
+    if c not in caps:
+      caps.append(c)
+      if len(caps) == n:
+        return caps
+  raise RuntimeError(f"could not write {n} distinct captions for sources {plan['sources']}")
