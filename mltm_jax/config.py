@@ -139,6 +139,11 @@ class Config:
     "last partial batch dropped); overrides --num_steps when > 0.",
   )
   learning_rate: float = _f(1e-3, "Adam learning rate.")
+  metric_learning_rate: float = _f(
+    0.0,
+    "Adam learning rate of the metric M alone (own Adam, same warm-up and decay shape); 0 = "
+    "--learning_rate for everything (the official single rate).",
+  )
   lr_decay_steps: int = _f(
     0, "Multiply the learning rate by --lr_decay_factor every k steps (0 = off)."
   )
@@ -302,6 +307,8 @@ class Config:
       )
     if not 0.0 <= self.noise_p < 1.0:
       out.append(f"--noise_p must be in [0, 1), got {self.noise_p}")
+    if self.metric_learning_rate < 0:
+      out.append(f"--metric_learning_rate must be >= 0, got {self.metric_learning_rate}")
     if self.lr_decay_steps < 0 or self.warmup_steps < 0 or self.grad_clip < 0:
       out.append("--lr_decay_steps, --warmup_steps and --grad_clip must be >= 0")
     out.extend(self._combination_problems())

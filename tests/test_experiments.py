@@ -261,9 +261,15 @@ def test_prune_keeps_results_and_bad_input_is_one_line(tmp_path):
   prune_run(d)  # not finished: nothing is deleted
   assert (d / "checkpoints").is_dir()
   (d / "final_metrics.json").write_text("{}")
+  pairs = [{"clip": "a.wav", "slot": 0, "caption_index": 3, "caption": "x", "caption_from": "b.wav"}]
+  record = {"noise_p": 0.2, "seed": 1, "num_pairs": 10, "num_shuffled": 2, "num_mismatched": 1}
+  (d / "noisy_pairs.json").write_text(json.dumps({**record, "pairs": pairs}))
   prune_run(d)
   assert not (d / "checkpoints").exists() and not (d / "cache").exists()
   assert (d / "final_metrics.json").is_file() and tmp_path.is_dir()
+  kept = json.loads((d / "noisy_pairs.json").read_text())  # counts + digest, not the list
+  assert "pairs" not in kept and {k: kept[k] for k in record} == record
+  assert len(kept["pairs_sha256"]) == 64
 
   res = _run("--scale=smoke", "--cells=nope", f"--out={tmp_path}", timeout=120)
   assert res.returncode == 2
@@ -324,3 +330,45 @@ def test_claims_paired_column_counts_per_seed_signs():
     )
   ]
   assert row("0.2")[-2] == f"{sum(d > 0 for d in drops)}/8"
+
+
+def test_chance_r10_against_a_shuffled_ranking_and_failed_runs_are_invalid():
+  """Chance R@10 equals the mean over random rankings (simulated here); a collapsed cell makes
+  its comparisons invalid; the noise verdict follows the absolute R@1 at p."""
+  from mltm_jax.experiments.report import Results, chance_r10, claims_section
+
+  n, k = 32, 5
+  rng = np.random.default_rng(0)
+  c2c = np.repeat(np.arange(n), k)
+  t2a, a2t = [], []
+  for _ in range(300):  # random scores, ranked by numpy: the share of hits in the top 10
+    scores = rng.normal(size=(n * k, n))  # caption x clip
+    t2a.append(100 * np.mean((scores > scores[np.arange(n * k), c2c][:, None]).sum(1) < 10))
+    order = np.argsort(-scores.T, axis=1)[:, :10]  # each clip's 10 best captions
+    a2t.append(100 * np.mean([np.any(c2c[order[i]] == i) for i in range(n)]))
+  chance = chance_r10(n, k)
+  assert abs(np.mean(t2a) - chance["t2a"]) < 1.5, (np.mean(t2a), chance)  # sd of mean ~0.2
+  assert abs(np.mean(a2t) - chance["a2t"]) < 2.0, (np.mean(a2t), chance)  # sd of mean ~0.5
+
+  grid = claims.claims_grid("smoke", num_seeds=1)  # test split of 32 clips
+  cells = ["mltm_full", "triplet", "contrastive", "mltm_partial"]
+  cells += [c for _, cs in grid.noise for _, c in cs[1:] if "noise0.2" in c]
+
+  def final(r1, r10):
+    d = {"R@1": r1, "R@5": r1, "R@10": r10, "mAP@10": r1, "R@50": 90.0, "medR": 5, "meanR": 9}
+    return {"t2a": d, "a2t": dict(d), "rank_by": "distance", "modality_gap": 0.1,
+            "by_plan": {"t2a": dict(d), "a2t": dict(d)}}
+
+  finals = {c: {1997: final(40.0, 80.0)} for c in cells}
+  finals["triplet"] = {1997: final(3.0, 2 * chance_r10(32)["t2a"] - 1)}  # collapsed
+  finals["mltm_partial__noise0.2"] = {1997: final(30.0, 70.0)}  # smaller drop? no: lower R@1
+  finals["contrastive"] = {1997: final(50.0, 85.0)}
+  finals["contrastive__noise0.2"] = {1997: final(35.0, 75.0)}
+  lines = claims_section(grid, Results(finals, {}))
+  row = lambda start: next(l for l in lines if l.startswith("| " + start))
+  assert "invalid: triplet (hardest negative) failed" in row("m-LTM beats triplet")
+  assert "holds" not in row("m-LTM beats triplet").split("|")[-2]
+  # partial drops 10 (40 -> 30), InfoNCE 15 (50 -> 35): smaller drop, but lower R@1 at p.
+  noise = row("0.2")
+  assert "-5.0, -5.0, -5.0, -5.0" in noise and "25 % vs 30 %" in noise
+  assert noise.strip("|").split("|")[-1].strip() == "does not hold"

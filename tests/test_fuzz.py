@@ -31,6 +31,8 @@ from mltm_jax.losses.baselines import (
 )
 from mltm_jax.losses.mltm import mltm_loss
 
+pytestmark = pytest.mark.slow  # property-based fuzzing: many compiled shapes
+
 D = 8
 # CI: a dozen derandomized examples per test. A longer random hunt (not in CI):
 #   MLTM_FUZZ_EXAMPLES=300 MLTM_FUZZ_RANDOM=1 python -m pytest -q tests/test_fuzz.py

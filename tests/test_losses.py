@@ -469,6 +469,7 @@ def test_baseline_hand_cases():
   assert np.isfinite(float(baselines.entropic_infonce(jnp.zeros((4, 4)), 0.05)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("eps", [0.005, 0.5])
 @pytest.mark.parametrize("variant", ["balanced", "unbalanced"])
 def test_ott_solver_path_finite_over_eps_range(eps, variant):

@@ -56,7 +56,13 @@ def _shapes(tree):
 # ---------------------------------------------------------------- tests
 
 
-@pytest.mark.parametrize("arch", ["cnn10", "cnn14", "resnet38"])
+# Cnn10 in the contributor's check; the deeper trunks (same converter, more blocks) are slow.
+_DEEP = dict(marks=pytest.mark.slow)
+
+
+@pytest.mark.parametrize(
+  "arch", ["cnn10", pytest.param("cnn14", **_DEEP), pytest.param("resnet38", **_DEEP)]
+)
 def test_converted_checkpoint_matches_pytorch_eval(arch):
   ref = _reference(arch)
   params, stats = convert_state_dict(_panns_state_dict(ref))
@@ -80,7 +86,7 @@ def test_converted_checkpoint_matches_pytorch_eval(arch):
   np.testing.assert_allclose(np.asarray(fc1), want_fc1, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("arch", ["cnn10", "resnet38"])
+@pytest.mark.parametrize("arch", ["cnn10", pytest.param("resnet38", **_DEEP)])
 def test_train_mode_uses_batch_stats_and_updates_running_stats(arch):
   ref = _reference(arch, seed=2, p_drop=0.0, p_block=0.0, p_fc=0.0)
   params, stats = convert_state_dict(_panns_state_dict(ref))

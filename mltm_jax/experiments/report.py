@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from mltm_jax.experiments.claims import Grid
+from mltm_jax.experiments.plots import plot_embeddings, plot_gap, plot_r1_lines
 from mltm_jax.experiments.runner import CELL_INFO, EMBEDDINGS, FINAL
 
 DIRECTIONS = ("t2a", "a2t")
@@ -194,6 +195,34 @@ def _agreeing(diffs: list[float]) -> str:
   return f"{sum(d > 0 for d in diffs)}/{len(diffs)}" if diffs else "—"
 
 
+def chance_r10(n_clips: int, captions_per_clip: int = 5) -> dict[str, float]:
+  """Expected R@10 (%) of a random ranking of a split of n_clips clips with
+  captions_per_clip captions each: T2A 10 / N; A2T 1 - P(none of the clip's captions is among
+  the first 10 of the N * k)."""
+  n_caps = n_clips * captions_per_clip
+  miss = 1.0
+  for j in range(min(10, n_caps)):
+    miss *= max(0.0, 1.0 - captions_per_clip / (n_caps - j))
+  return {"t2a": 100.0 * min(1.0, 10.0 / n_clips), "a2t": 100.0 * (1.0 - miss)}
+
+
+def failed_cells(grid: Grid, res: Results) -> dict[str, str]:
+  """Cells whose mean test R@10 (by distance) is below 2x chance in a direction: a failed run,
+  which cannot make a claim hold. {cell: reason}."""
+  sizes = str(grid.base.get("synthcaps_sizes", "")).split(",")
+  if len(sizes) != 3:
+    return {}
+  chance = chance_r10(int(sizes[2]))
+  out = {}
+  for cell in res.finals:
+    for d in DIRECTIONS:
+      st = res.stat(cell, "distance", d, "R@10")
+      if st is not None and st.mean < 2 * chance[d]:
+        out[cell] = f"{d.upper()} R@10 {st.mean:.1f} < 2 x chance {chance[d]:.1f}"
+        break
+  return out
+
+
 def claims_section(grid: Grid, res: Results) -> list[str]:
   name = {cell: label for label, cell in grid.losses}  # loss cells are named by variant key
 
@@ -208,10 +237,13 @@ def claims_section(grid: Grid, res: Results) -> list[str]:
       "the per-seed differences (same seed = same initialisation and batch order; x 2 "
       "directions x 2 rankings) that have the claimed sign: a verdict on means that not "
       "every seed shares is weaker. With one seed a difference of a few points is within "
-      "seed-to-seed variation (see the std columns of the tables above)."
+      "seed-to-seed variation (see the std columns of the tables above). A run whose mean "
+      "test R@10 (by distance) is below twice chance in a direction has failed (collapsed, "
+      "diverged): a comparison with it is *invalid*, it cannot make a claim hold."
     ),
     "",
   ]
+  failed = failed_cells(grid, res)
   header = [
     "claim (docs/method.md section 8)",
     "comparison",
@@ -237,7 +269,9 @@ def claims_section(grid: Grid, res: Results) -> list[str]:
       continue
     texts, nums = _r1_diffs(res, ca, cb)
     paired = _agreeing(paired_r1_diffs(res, ca, cb))
-    rows.append([claim, f"{name[ca]} vs {name[cb]}", *texts, paired, _verdict(nums)])
+    bad = [f"{name[c]} failed ({failed[c]})" for c in (ca, cb) if c in failed]
+    verdict = "invalid: " + "; ".join(bad) if bad else _verdict(nums)
+    rows.append([claim, f"{name[ca]} vs {name[cb]}", *texts, paired, verdict])
   out += _table(header, rows)
 
   # Modality gap: smaller is the claim.
@@ -268,19 +302,22 @@ def claims_section(grid: Grid, res: Results) -> list[str]:
   contrastive = next((c for lab, c in noise.items() if lab == "InfoNCE"), None)
   out += [
     (
-      "Noisy pairs (claim: partial-OT m-LTM degrades less than InfoNCE). Drop = R@1 at p = 0 "
-      "minus R@1 at p (means over seeds); the claim holds at p when partial OT's drop is the "
-      "smaller one. 'Paired': per seed, partial OT's drop smaller than InfoNCE's, over "
-      "seeds x directions x rankings."
+      "Noisy pairs (claim: partial-OT m-LTM is more robust to noisy pairs than InfoNCE). Drop "
+      "= R@1 at p = 0 minus R@1 at p (means over seeds); relative drop = drop / R@1 at p = 0. "
+      "The verdict is on the absolute R@1 at p: the claim holds at p when partial OT's R@1 is "
+      "the higher one in every direction and ranking (a smaller drop from a lower start is "
+      "not robustness), does not hold when it is lower in all, else mixed. 'Paired': per "
+      "seed, partial OT's drop smaller than InfoNCE's, over seeds x directions x rankings."
     ),
     "",
   ]
   hdr = ["p", *(f"{d.upper()} drop ({m}): partial vs InfoNCE" for m in METHODS for d in DIRECTIONS)]
+  hdr += ["R@1 at p, partial - InfoNCE (dist T2A, A2T; plan T2A, A2T)", "relative drop (dist T2A)"]
   nrows = []
   if partial and contrastive:
     cp0, cc0 = partial[0][1], contrastive[0][1]  # p = 0
     for (p, cp), (_, cc) in zip(partial[1:], contrastive[1:]):
-      row, nums = [f"{p:g}"], []
+      row, absolute, rel = [f"{p:g}"], [], "—"
       for m in METHODS:
         for d in DIRECTIONS:
           s = [res.stat(c, m, d, "R@1") for c in (cp0, cp, cc0, cc)]
@@ -289,140 +326,20 @@ def claims_section(grid: Grid, res: Results) -> list[str]:
             continue
           dp, dc = s[0].mean - s[1].mean, s[2].mean - s[3].mean
           row.append(f"{dp:+.1f} vs {dc:+.1f}")
-          nums.append(dc - dp)
+          absolute.append(s[1].mean - s[3].mean)
+          if (m, d) == ("distance", "t2a") and s[0].mean > 0 and s[2].mean > 0:
+            rel = f"{100 * dp / s[0].mean:.0f} % vs {100 * dc / s[2].mean:.0f} %"
+      row += [", ".join(f"{x:+.1f}" for x in absolute) or "—", rel]
       seeds = set.intersection(*(set(res.finals.get(c, {})) for c in (cp0, cp, cc0, cc)))
       drops_c, drops_p = (paired_r1_diffs(res, x, y, seeds) for x, y in ((cc0, cc), (cp0, cp)))
       paired = [dc - dp for dc, dp in zip(drops_c, drops_p, strict=True)]
-      nrows.append(row + [_agreeing(paired), _verdict(nums)])
+      bad = [c for c in (cp0, cp, cc0, cc) if c in failed]
+      verdict = "invalid: failed run(s) " + ", ".join(bad) if bad else _verdict(absolute)
+      nrows.append(row + [_agreeing(paired), verdict])
   out += _table(hdr + ["paired", "verdict"], nrows)
   return out
 
 
-# ----------------------------------------------------------------------------- plots
-def _pyplot():
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  return plt
-
-
-def _series(res: Results, cells: list[str], method: str, direction: str):
-  xs_idx, means, stds = [], [], []
-  for i, cell in enumerate(cells):
-    s = res.stat(cell, method, direction, "R@1")
-    if s is not None:
-      xs_idx.append(i)
-      means.append(s.mean)
-      stds.append(s.std or 0.0)
-  return xs_idx, np.asarray(means), np.asarray(stds)
-
-
-def plot_r1_lines(path: Path, title: str, xlabel: str, xs: list[float], lines, res, logx=False):
-  """lines: [(label, [cell per x])]; 2 panels (T2A, A2T); solid distance, dashed plan."""
-  plt = _pyplot()
-  fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-  colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-  any_data = False
-  for ax, d in zip(axes, DIRECTIONS):
-    for k, (label, cells) in enumerate(lines):
-      for method, style, marker, face in zip(METHODS, ("-", "--"), ("o", "s"), ("full", "none")):
-        idx, mean, std = _series(res, cells, method, d)
-        if not idx:
-          continue
-        any_data = True
-        x = np.asarray([xs[i] for i in idx])
-        color = colors[k % len(colors)]
-        ax.errorbar(
-          x,
-          mean,
-          yerr=std,
-          fmt=marker + style,
-          color=color,
-          mfc=color if face == "full" else "none",
-          capsize=3,
-          label=f"{label} ({method})",
-        )
-    if logx:
-      ax.set_xscale("log")
-    ax.set_xticks(xs, [f"{x:g}" for x in xs])
-    ax.minorticks_off()
-    ax.set_title(f"{d.upper()} R@1")
-    ax.set_xlabel(xlabel)
-    ax.grid(alpha=0.3)
-  axes[0].set_ylabel("R@1 (%)")
-  if any_data:
-    axes[1].legend(fontsize=7, loc="best")
-  else:
-    fig.text(0.5, 0.5, "no finished cells", ha="center")
-  fig.suptitle(title, fontsize=10)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-
-
-def plot_gap(path: Path, grid: Grid, res: Results, title: str) -> None:
-  plt = _pyplot()
-  labels, means, stds = [], [], []
-  for label, cell in grid.losses:
-    s = res.gap(cell)
-    if s is not None:
-      labels.append(label)
-      means.append(s.mean)
-      stds.append(s.std or 0.0)
-  fig, ax = plt.subplots(figsize=(7, 0.45 * max(len(labels), 2) + 1.2))
-  if labels:
-    y = np.arange(len(labels))
-    ax.barh(y, means, xerr=stds, capsize=3, color="tab:blue", alpha=0.8)
-    ax.set_yticks(y, labels, fontsize=8)
-    ax.invert_yaxis()
-  else:
-    ax.text(0.5, 0.5, "no finished cells", ha="center", transform=ax.transAxes)
-  ax.set_xlabel("modality gap ||mean audio - mean text||")
-  ax.set_title(title, fontsize=9)
-  ax.grid(alpha=0.3, axis="x")
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-
-
-def pca_2d(x: np.ndarray) -> np.ndarray:
-  """[N, D] -> [N, 2]: projection on the top two principal axes (centered SVD)."""
-  xc = x - x.mean(axis=0, keepdims=True)
-  _, _, vt = np.linalg.svd(xc, full_matrices=False)
-  return xc @ vt[:2].T
-
-
-def plot_embeddings(path: Path, panels: list[tuple[str, Path | None, float | None]], title: str):
-  """panels: (label, embeddings.npz or None, modality gap); PCA per panel on audio+text."""
-  plt = _pyplot()
-  fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(5.2 * max(len(panels), 1), 4.6))
-  axes = np.atleast_1d(axes)
-  for ax, (label, npz, gap) in zip(axes, panels):
-    if npz is None:
-      ax.text(0.5, 0.5, f"{label}: no embeddings", ha="center", transform=ax.transAxes)
-      ax.set_axis_off()
-      continue
-    with np.load(npz) as z:
-      audio, text = z["audio"], z["text"]
-    p = pca_2d(np.concatenate([audio, text]))
-    pa, pt = p[: len(audio)], p[len(audio) :]
-    ax.scatter(pt[:, 0], pt[:, 1], s=4, alpha=0.35, c="tab:orange", label=f"captions ({len(pt)})")
-    ax.scatter(pa[:, 0], pa[:, 1], s=6, alpha=0.6, c="tab:blue", label=f"clips ({len(pa)})")
-    gap_text = "" if gap is None else f", modality gap {gap:.3f}"
-    ax.set_title(f"{label}{gap_text}", fontsize=9)
-    ax.set_xlabel("PC 1")
-    ax.set_ylabel("PC 2")
-    ax.legend(fontsize=7, markerscale=2)
-    ax.grid(alpha=0.3)
-  fig.suptitle(title, fontsize=10)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-
-
-# ----------------------------------------------------------------------------- report
 def _setup_lines(grid: Grid) -> list[str]:
   b = grid.base
   sizes = b.get("synthcaps_sizes", "3000,400,400").split(",")

@@ -31,27 +31,49 @@ class TrainState(flax.struct.PyTreeNode):
   skipped: jax.Array
 
 
-def learning_rate_schedule(cfg: Config) -> optax.Schedule:
-  """Linear warm-up, then step decay x lr_decay_factor every lr_decay_steps."""
-  base: optax.Schedule = optax.constant_schedule(cfg.learning_rate)
+def learning_rate_schedule(cfg: Config, peak: float | None = None) -> optax.Schedule:
+  """Linear warm-up to ``peak`` (default --learning_rate), then step decay x lr_decay_factor
+  every lr_decay_steps."""
+  peak = cfg.learning_rate if peak is None else peak
+  base: optax.Schedule = optax.constant_schedule(peak)
   if cfg.lr_decay_steps:
     boundaries = {
       k: cfg.lr_decay_factor
       for k in range(cfg.lr_decay_steps, cfg.num_steps + 1, cfg.lr_decay_steps)
     }
-    base = optax.piecewise_constant_schedule(cfg.learning_rate, boundaries)
+    base = optax.piecewise_constant_schedule(peak, boundaries)
   if cfg.warmup_steps:
-    warm = optax.linear_schedule(0.0, cfg.learning_rate, cfg.warmup_steps)
+    warm = optax.linear_schedule(0.0, peak, cfg.warmup_steps)
     return optax.join_schedules([warm, lambda s: base(s + cfg.warmup_steps)], [cfg.warmup_steps])
   return base
 
 
+def _param_group(params: Any) -> dict:
+  """"metric" for the metric's parameters, "rest" for the towers' and the loss's."""
+  return {k: ("metric" if k == "metric" else "rest") for k in params}
+
+
 def make_optimizer(cfg: Config) -> optax.GradientTransformationExtraArgs:
-  """clip -> Adam(schedule) -> PSD projection of the metric (last, needs params)."""
+  """clip -> Adam(schedule) -> PSD projection of the metric (last, needs params).
+
+  With --metric_learning_rate > 0 the metric has its own Adam at that peak rate (same warm-up
+  and decay steps) and the rest keeps --learning_rate (optax.multi_transform); with 0 the chain
+  is the single-rate one (and its optimizer state has the single-rate structure)."""
   parts = []
   if cfg.grad_clip > 0:
     parts.append(optax.clip_by_global_norm(cfg.grad_clip))
-  parts.append(optax.adam(learning_rate_schedule(cfg)))
+  if cfg.metric_learning_rate > 0:
+    parts.append(
+      optax.multi_transform(
+        {
+          "rest": optax.adam(learning_rate_schedule(cfg)),
+          "metric": optax.adam(learning_rate_schedule(cfg, cfg.metric_learning_rate)),
+        },
+        _param_group,
+      )
+    )
+  else:
+    parts.append(optax.adam(learning_rate_schedule(cfg)))
   parts.append(metric_lib.psd_projection(every=cfg.psd_every))
   return optax.chain(*parts)
 
