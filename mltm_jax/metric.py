@@ -41,7 +41,8 @@ def init_metric(
     rank: r for ``lowrank`` (default D).
     init: ``"identity"`` (M = I, default) or ``"official"`` (the authors' start
       (A + A^T)/2 + I with A ~ U[0, 1), projected onto the PSD cone so training
-      starts from a valid metric; for ``diagonal`` that is 1 + diag(A)).
+      starts from a valid metric; for ``diagonal`` the start's own diagonal 1 + A_ii, which
+      the official code's einsum trains, not the diagonal of the projected matrix).
     rng: PRNG key, needed for ``init="official"`` and for ``lowrank``.
   Returns:
     dict of float32 arrays (see module docstring).
@@ -56,6 +57,8 @@ def init_metric(
     if rng is None:
       raise ValueError("init='official' needs an rng")
     a = jax.random.uniform(rng, (dim, dim), jnp.float32)
+    if kind == "diagonal":  # the official start's diagonal, 1 + A_ii (already >= 0)
+      return {"diag": 1.0 + jnp.diag(a)}
     m = project_psd((a + a.T) / 2 + jnp.eye(dim))
   else:
     m = jnp.eye(dim, dtype=jnp.float32)

@@ -159,3 +159,15 @@ def test_init_official_is_psd_and_bad_kind_fails():
   assert np.linalg.eigvalsh(np.asarray(m)).min() > -1e-4
   with pytest.raises(ValueError, match="unknown metric kind"):
     metric_lib.init_metric("cosine", 4)
+
+
+def test_diagonal_official_init_is_the_official_starts_diagonal():
+  """--metric=diagonal --metric_init=official starts where the official code does: the
+  diagonal of (A + A^T)/2 + I, i.e. 1 + A_ii with A ~ U[0, 1) (not the diagonal of the
+  PSD-projected matrix, which differs)."""
+  key = jax.random.PRNGKey(3)
+  a = np.asarray(jax.random.uniform(key, (16, 16), jnp.float32))  # the same draw
+  diag = np.asarray(metric_lib.init_metric("diagonal", 16, init="official", rng=key)["diag"])
+  np.testing.assert_allclose(diag, 1.0 + np.diag(a), rtol=0, atol=1e-7)
+  full = np.asarray(metric_lib.init_metric("full", 16, init="official", rng=key)["M"])
+  assert np.max(np.abs(np.diag(full) - diag)) > 1e-3  # the projected diagonal is another start
