@@ -1,6 +1,7 @@
 """--audio_init: converted PANNs weights start a training run's audio trunk.
 
-Reference: a random PyTorch PANNs Cnn10 (benchmarks/torch_panns.py) written as a PANNs .pth,
+Reference: a random PyTorch PANNs Cnn10 (benchmarks/references/torch_panns.py) written as a
+PANNs .pth,
 converted by the `launch.convert_panns` CLI. The run's initial trunk must hold exactly the
 converted tensors, and the tower must embed a log-mel batch as the PyTorch network (plus the
 projection head, written in torch from the head's weights) does in eval mode.
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.torch_panns import panns_state_dict, random_reference
+from benchmarks.references.torch_panns import panns_state_dict, random_reference
 from mltm_jax.config import Config
 from mltm_jax.models.panns_convert import convert_state_dict
 from mltm_jax.model import build_model, check_audio_init

@@ -87,9 +87,10 @@ class ClipStore:
   def __len__(self) -> int:
     return int(self.lengths.shape[0])
 
-  def read(self, i: int, start: int = 0, size: int | None = None) -> np.ndarray:
-    """float32 [min(size, length - start)]: a window of clip ``i`` (the whole clip by default).
-    """
+  def _checked_window(self, i: int, start: int, size: int | None) -> tuple[int, int, int]:
+    """(clip, start, size) of a read of clip ``i``: IndexError outside [0, len), the read
+    recorded (see :meth:`record_reads`), start clipped to [0, length], size to what is left
+    from there (default: all of it)."""
     i = int(i)
     if not 0 <= i < len(self):
       raise IndexError(f"clip {i} out of range [0, {len(self)})")
@@ -99,7 +100,12 @@ class ClipStore:
     n = int(self.lengths[i])
     start = max(0, min(int(start), n))
     size = n - start if size is None else max(0, min(int(size), n - start))
-    return np.asarray(self._read_window(i, start, size), np.float32)
+    return i, start, size
+
+  def read(self, i: int, start: int = 0, size: int | None = None) -> np.ndarray:
+    """float32 [min(size, length - start)]: a window of clip ``i`` (the whole clip by default).
+    """
+    return np.asarray(self._read_window(*self._checked_window(i, start, size)), np.float32)
 
   def __getitem__(self, i: int) -> np.ndarray:
     return self.read(i)
@@ -114,15 +120,7 @@ class ClipStore:
     0), zero-padded."""
     out = aligned_empty((len(clips), size), np.float32)
     for r, c in enumerate(clips):
-      c = int(c)
-      if not 0 <= c < len(self):
-        raise IndexError(f"clip {c} out of range [0, {len(self)})")
-      if self._reads is not None:
-        with self._lock:
-          self._reads.append(c)
-      n = int(self.lengths[c])
-      start = max(0, min(int(0 if starts is None else starts[r]), n))
-      got = min(size, n - start)
+      c, start, got = self._checked_window(c, 0 if starts is None else starts[r], size)
       self._read_into(c, start, got, out[r])
       out[r, got:] = 0.0
     return out

@@ -59,7 +59,7 @@ import numpy as np
 
 from mltm_jax.evaluation.retrieval import (
   _as_index,
-  clip_caption_table,
+  captioned_clip_table,
   relevant_ranks,
   retrieval_metrics,
 )
@@ -334,13 +334,7 @@ def distance_ranks(
     raise ValueError(f"distance_ranks: metric_matrix must be [{d}, {d}], got {m_in.shape}")
   n, nc = audio.shape[0], text.shape[0]
   c2c = _as_index(caption_to_clip, nc, n)
-  table, valid, counts = clip_caption_table(c2c, n)
-  if (counts == 0).any():
-    missing = np.flatnonzero(counts == 0)
-    raise ValueError(
-      f"distance_ranks: every clip needs >= 1 caption; {missing.size} clip(s) have none"
-      f" (first: {missing[:5].tolist()})"
-    )
+  table, valid, counts = captioned_clip_table(c2c, n, "distance_ranks")
   a64 = lambda idx: np.asarray(audio[idx], np.float64)  # float64 rows, when needed
   t64 = lambda idx: np.asarray(text[idx], np.float64)
   if max(n, nc) >= 1 << 16 or max_refine_fraction <= 0:  # (counts packed in 16 bits)

@@ -155,6 +155,22 @@ def clip_caption_table(caption_to_clip, num_clips: int):
   return table, valid, counts
 
 
+def captioned_clip_table(caption_to_clip, num_clips: int, who: str):
+  """:func:`clip_caption_table` of a split where every clip must have a caption.
+
+  Raises:
+    ValueError: "<who> needs >= 1 caption per clip; N clip(s) have none (first: [...])".
+  """
+  table, valid, counts = clip_caption_table(caption_to_clip, num_clips)
+  if (counts == 0).any():
+    missing = np.flatnonzero(counts == 0)
+    raise ValueError(
+      f"{who} needs >= 1 caption per clip; {missing.size} clip(s) have none "
+      f"(first: {missing[:5].tolist()})"
+    )
+  return table, valid, counts
+
+
 def a2t_ranks(scores, caption_to_clip, max_chunk_elements: int = DEFAULT_MAX_CHUNK_ELEMENTS):
   """Ranks of every caption of each clip when the clip queries all captions.
 
@@ -170,13 +186,7 @@ def a2t_ranks(scores, caption_to_clip, max_chunk_elements: int = DEFAULT_MAX_CHU
   s = _as_scores(scores, "a2t scores")
   nclips, nc = s.shape
   c2c = _as_index(caption_to_clip, nc, nclips)
-  table, valid, counts = clip_caption_table(c2c, nclips)
-  if (counts == 0).any():
-    missing = np.flatnonzero(counts == 0)
-    raise ValueError(
-      f"retrieval: a2t needs >= 1 caption per clip; {missing.size} clip(s) have none "
-      f"(first: {missing[:5].tolist()})"
-    )
+  table, valid, counts = captioned_clip_table(c2c, nclips, "retrieval: a2t")
   return relevant_ranks(s, table, valid, max_chunk_elements), counts
 
 
@@ -227,9 +237,7 @@ def split_ranks(a2t_scores, t2a_scores_t, caption_to_clip):
     raise ValueError(f"retrieval: score matrices differ in shape: {s.shape} vs {st.shape}")
   nclips, nc = s.shape
   c2c = _as_index(caption_to_clip, nc, nclips)
-  table, valid, counts = clip_caption_table(c2c, nclips)
-  if (counts == 0).any():
-    raise ValueError("retrieval: a2t needs >= 1 caption per clip")
+  table, valid, counts = captioned_clip_table(c2c, nclips, "retrieval: a2t")
   t2a, a2t = _both_ranks(
     jnp.asarray(s),
     jnp.asarray(st),

@@ -50,40 +50,41 @@ EPS_VARIANT = "mltm_full"
 EPS_VALUES = (0.01, 0.02, 0.05, 0.1, 0.5)
 EMBEDDING_VARIANTS = ("contrastive", "mltm_full")  # test embeddings saved (first seed) for PCA
 
-_COMMON_SMALL_AUDIO = {"sample_rate": 8000, "n_fft": 512, "hop_length": 320, "fmax": 4000.0}
-SCALES: dict[str, dict[str, Any]] = {
+# What the scales below "full" share: 8 kHz audio and small towers.
+_SMALL_SCALE = {
+  "sample_rate": 8000,
+  "n_fft": 512,
+  "hop_length": 320,
+  "fmax": 4000.0,
+  "cnn_channels": "64,128,128",
+  "embed_dim": 64,
+  "head_hidden": 128,
+}
+# ... and what each of them sets, one column per Config field.
+_SMALL_SCALE_FIELDS = (
+  "synthcaps_sizes",
+  "synthcaps_seed",
+  "batch_size",
+  "num_steps",
+  "learning_rate",
+  "eval_every",
+  "log_every",
+  "eval_batch_size",
+)
+_SMALL_SCALES = {
   # CI: the tiny_synthcaps fixture's data (tests/conftest.py), tiny towers, a few steps.
-  "smoke": dict(
-    _COMMON_SMALL_AUDIO,
-    synthcaps_sizes="192,32,32",
-    synthcaps_seed=3,
-    cnn_channels="64,128,128",
-    embed_dim=64,
-    head_hidden=128,
-    batch_size=32,
-    num_steps=12,
-    learning_rate=3e-3,
-    eval_every=12,
-    log_every=6,
-    eval_batch_size=32,
-  ),
+  "smoke": (("192,32,32", 3, 32, 12, 3e-3, 12, 6, 32), {}),
   # A preview of the whole grid on the 2-core CPU (see WORKSPACE.md "Claims grid").
-  "small": dict(
-    _COMMON_SMALL_AUDIO,
-    synthcaps_sizes="1024,160,160",
-    synthcaps_seed=0,
-    cnn_channels="64,128,128",
-    embed_dim=64,
-    head_hidden=128,
-    batch_size=64,
-    num_steps=300,
-    learning_rate=2e-3,
-    lr_decay_steps=225,
-    ot_solver="native",
-    eval_every=100,
-    log_every=25,
-    eval_batch_size=160,
+  "small": (
+    ("1024,160,160", 0, 64, 300, 2e-3, 100, 25, 160),
+    {"lr_decay_steps": 225, "ot_solver": "native"},
   ),
+}
+SCALES: dict[str, dict[str, Any]] = {
+  **{
+    scale: {**_SMALL_SCALE, **dict(zip(_SMALL_SCALE_FIELDS, row)), **extra}
+    for scale, (row, extra) in _SMALL_SCALES.items()
+  },
   # The demo (configs/demo.flags): 3000/400/400 clips at 16 kHz, the demo towers, 1500 steps.
   "full": {},
 }

@@ -14,10 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mltm_jax.frontend import spec_augment as _spec_augment
-
-# PANNs init_layer uses Xavier-uniform for convs; BN starts at scale 1, bias 0.
-_conv_init = nn.initializers.xavier_uniform()
+from mltm_jax.models.layers import MelEncoder, avg_pool2, batch_norm, check_mel, conv, time_pool
 
 
 class ConvBlock(nn.Module):
@@ -39,34 +36,12 @@ class ConvBlock(nn.Module):
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     for i in range(2 if self.double_conv else 1):
       stride = 2 if (self.strided and i == 0) else 1
-      # Explicit (1, 1) padding = PyTorch Conv2d(padding=1), also for stride 2
-      # (where flax "SAME" would pad (0, 1) and shift the sampling grid).
-      x = nn.Conv(
-        self.features,
-        (3, 3),
-        strides=(stride, stride),
-        padding=((1, 1), (1, 1)),
-        use_bias=False,
-        kernel_init=_conv_init,
-        dtype=self.dtype,
-        param_dtype=jnp.float32,
-        name=f"conv{i}",
-      )(x)
-      x = nn.BatchNorm(
-        use_running_average=not train,
-        momentum=0.9,
-        epsilon=1e-5,
-        dtype=self.dtype,
-        param_dtype=jnp.float32,
-        name=f"bn{i}",
-      )(x)
-      x = nn.relu(x)
-    if self.strided:
-      return x
-    return nn.avg_pool(x, (2, 2), strides=(2, 2), padding="VALID")
+      x = conv(self.features, 3, self.dtype, f"conv{i}", stride)(x)
+      x = nn.relu(batch_norm(train, self.dtype, f"bn{i}")(x))
+    return x if self.strided else avg_pool2(x)
 
 
-class SmallCNN(nn.Module):
+class SmallCNN(MelEncoder):
   """PANNs-style CNN encoder: log-mel [B, frames, n_mels] -> embedding [B, channels[-1]].
 
   Defaults: 4 single-conv blocks (16, 32, 64, 128) with a strided stem, about 98k
@@ -77,15 +52,9 @@ class SmallCNN(nn.Module):
     double_conv: two 3x3 convs per block (PANNs) instead of one.
     strided_stem: block 0 downsamples with a stride-2 first conv instead of a
       2x2 average pool after it (not PANNs; much cheaper on CPU).
-    dropout: dropout rate after each block (PANNs Cnn14: 0.2).
-    spec_augment: apply SpecAugment (PANNs defaults) after bn0 when train=True;
-      it draws from the 'dropout' RNG stream, so training calls need
-      rngs={'dropout': key} (dropout needs it anyway).
-    time_width, freq_width, time_masks, freq_masks: SpecAugment settings (PANNs:
-      64 frames at 100 frames/s; scale time_width to your frame rate, e.g. 16 at
-      16 kHz / hop 640). Training inputs need frames >= time_width.
-    dtype: compute dtype (e.g. jnp.bfloat16); params and batch_stats stay float32
-      and the embedding is returned as float32.
+    dropout (after each block), spec_augment, time_width, freq_width, time_masks,
+      freq_masks, dtype: see `mltm_jax.models.layers.MelEncoder` (e.g. time_width 16 at
+      16 kHz / hop 640).
 
   Call: `__call__(mel, *, train)`; mel float32 [B, frames, n_mels] (frames and
   n_mels >= 2 ** num_blocks). Batch norm uses batch statistics and updates the
@@ -97,42 +66,12 @@ class SmallCNN(nn.Module):
   channels: Sequence[int] = (16, 32, 64, 128)
   double_conv: bool = False
   strided_stem: bool = True
-  dropout: float = 0.2
-  spec_augment: bool = True
-  time_masks: int = 2
-  time_width: int = 64
-  freq_masks: int = 2
-  freq_width: int = 8
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, mel: jax.Array, *, train: bool) -> jax.Array:
-    if mel.ndim != 3:
-      raise ValueError(f"SmallCNN: mel must be [B, frames, n_mels], got shape {mel.shape}")
-    min_size = 2 ** len(self.channels)
-    if mel.shape[1] < min_size or mel.shape[2] < min_size:
-      raise ValueError(
-        f"SmallCNN: {len(self.channels)} blocks need frames and n_mels "
-        f">= {min_size}, got mel shape {mel.shape}"
-      )
-    # bn0: per-mel-bin normalisation, statistics over batch and time.
-    x = nn.BatchNorm(
-      use_running_average=not train,
-      momentum=0.9,
-      epsilon=1e-5,
-      dtype=jnp.float32,
-      param_dtype=jnp.float32,
-      name="bn0",
-    )(mel.astype(jnp.float32))
-    if train and self.spec_augment:
-      x = _spec_augment(
-        self.make_rng("dropout"),
-        x,
-        time_masks=self.time_masks,
-        time_width=self.time_width,
-        freq_masks=self.freq_masks,
-        freq_width=self.freq_width,
-      )
+    n = len(self.channels)
+    check_mel(mel, "SmallCNN", 2**n, f"{n} blocks")
+    x = self._front(mel, train)  # bn0: per mel bin, statistics over batch and time
     x = x.astype(self.dtype)[..., None]  # [B, T, F, 1]
     for i, c in enumerate(self.channels):
       x = ConvBlock(
@@ -143,5 +82,4 @@ class SmallCNN(nn.Module):
         name=f"block{i}",
       )(x, train=train)
       x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    x = jnp.mean(x.astype(jnp.float32), axis=2)  # over frequency -> [B, T', C]
-    return jnp.max(x, axis=1) + jnp.mean(x, axis=1)  # over time -> [B, C]
+    return time_pool(jnp.mean(x.astype(jnp.float32), axis=2))  # [B, T', C] -> [B, C]

@@ -40,10 +40,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mltm_jax.frontend import spec_augment as _spec_augment
-
-# PANNs' init_layer: Xavier-uniform for convs and linears, zero bias; BN scale 1, bias 0.
-_xavier = nn.initializers.xavier_uniform()
+from mltm_jax.models.layers import (
+  MelEncoder,
+  avg_pool2,
+  batch_norm,
+  check_mel,
+  conv,
+  time_pool,
+  xavier,
+)
 
 CNN10_CHANNELS = (64, 128, 256, 512)
 CNN14_CHANNELS = (64, 128, 256, 512, 1024, 2048)
@@ -51,38 +56,6 @@ RESNET38_STAGES = ((64, 3), (128, 4), (256, 6), (512, 3))  # (channels, blocks) 
 RESNET38_STEM = 64
 RESNET38_AFTER = 2048
 PANNS_MEL_BINS = 64  # bn0 size of the AudioSet checkpoints
-
-
-def _bn(train: bool, dtype: Any, name: str) -> nn.BatchNorm:
-  """BatchNorm over the last axis with PyTorch's defaults (momentum 0.1, eps 1e-5)."""
-  return nn.BatchNorm(
-    use_running_average=not train,
-    momentum=0.9,
-    epsilon=1e-5,
-    dtype=dtype,
-    param_dtype=jnp.float32,
-    name=name,
-  )
-
-
-def _conv(features: int, size: int, dtype: Any, name: str) -> nn.Conv:
-  """Bias-free stride-1 conv, padding size // 2 (PyTorch Conv2d(k, padding=k // 2, bias=False))."""
-  pad = size // 2
-  return nn.Conv(
-    features,
-    (size, size),
-    padding=((pad, pad), (pad, pad)),
-    use_bias=False,
-    kernel_init=_xavier,
-    dtype=dtype,
-    param_dtype=jnp.float32,
-    name=name,
-  )
-
-
-def _avg_pool2(x: jax.Array) -> jax.Array:
-  """2x2 average pooling, stride 2, floor on odd sizes: [B, T, F, C] -> [B, T//2, F//2, C]."""
-  return nn.avg_pool(x, (2, 2), strides=(2, 2), padding="VALID")
 
 
 class PannsConvBlock(nn.Module):
@@ -99,9 +72,9 @@ class PannsConvBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     for i in (1, 2):
-      x = _conv(self.features, 3, self.dtype, f"conv{i}")(x)
-      x = nn.relu(_bn(train, self.dtype, f"bn{i}")(x))
-    return _avg_pool2(x) if self.pool else x
+      x = conv(self.features, 3, self.dtype, f"conv{i}")(x)
+      x = nn.relu(batch_norm(train, self.dtype, f"bn{i}")(x))
+    return avg_pool2(x) if self.pool else x
 
 
 class PannsBasicBlock(nn.Module):
@@ -127,17 +100,18 @@ class PannsBasicBlock(nn.Module):
       )
     shortcut = x
     if self.downsample:
-      x = _avg_pool2(x)
-    y = nn.relu(_bn(train, self.dtype, "bn1")(_conv(self.features, 3, self.dtype, "conv1")(x)))
+      x = avg_pool2(x)
+    y = conv(self.features, 3, self.dtype, "conv1")(x)
+    y = nn.relu(batch_norm(train, self.dtype, "bn1")(y))
     y = nn.Dropout(self.dropout, deterministic=not train)(y)
-    y = _bn(train, self.dtype, "bn2")(_conv(self.features, 3, self.dtype, "conv2")(y))
+    y = batch_norm(train, self.dtype, "bn2")(conv(self.features, 3, self.dtype, "conv2")(y))
     if self.downsample:
-      shortcut = _conv(self.features, 1, self.dtype, "shortcut_conv")(x)
-      shortcut = _bn(train, self.dtype, "shortcut_bn")(shortcut)
+      shortcut = conv(self.features, 1, self.dtype, "shortcut_conv")(x)
+      shortcut = batch_norm(train, self.dtype, "shortcut_bn")(shortcut)
     return nn.relu(y + shortcut)
 
 
-class _Panns(nn.Module):
+class _Panns(MelEncoder):
   """Shared front (bn0, SpecAugment) and head (pooling, fc1) of the PANNs CNNs.
 
   Attributes:
@@ -146,10 +120,8 @@ class _Panns(nn.Module):
     include_fc1: create fc1 (embedding_dim -> embedding_dim, with bias). Keep it to load a
       PANNs checkpoint tensor for tensor; drop it in a retrieval tower (the projection head
       replaces it) so that it carries no dead parameters.
-    spec_augment: SpecAugment (2 time stripes of width < time_width frames, 2 frequency
-      stripes of width < freq_width bins) after bn0 when train=True; it draws from the
-      'dropout' RNG stream. PANNs: time_width 64 at 100 frames/s, freq_width 8.
-    dtype: compute dtype; params and batch_stats stay float32, outputs are float32.
+    spec_augment, time_masks, time_width, freq_masks, freq_width, dtype: see
+      `mltm_jax.models.layers.MelEncoder` (outputs are float32).
 
   Call: ``__call__(mel, *, train, return_fc1=False)``; mel float32 [B, frames, n_mels].
   Returns the embedding float32 [B, embedding_dim] (pooled conv features, before fc1), or with
@@ -158,15 +130,8 @@ class _Panns(nn.Module):
   Training calls need rngs={'dropout': key}.
   """
 
-  dropout: float = 0.2
   fc1_dropout: float = 0.5
   include_fc1: bool = True
-  spec_augment: bool = True
-  time_masks: int = 2
-  time_width: int = 64
-  freq_masks: int = 2
-  freq_width: int = 8
-  dtype: Any = jnp.float32
 
   embedding_dim = 0  # set by subclasses (class constant, not a module field)
   min_size = 1  # total downsampling factor of time and frequency
@@ -179,33 +144,19 @@ class _Panns(nn.Module):
     self, mel: jax.Array, *, train: bool, return_fc1: bool = False
   ) -> jax.Array | tuple[jax.Array, jax.Array]:
     name = type(self).__name__
-    if mel.ndim != 3:
-      raise ValueError(f"{name}: mel must be [B, frames, n_mels], got shape {mel.shape}")
-    if mel.shape[1] < self.min_size or mel.shape[2] < self.min_size:
-      raise ValueError(
-        f"{name}: frames and n_mels must be >= {self.min_size}, got mel shape {mel.shape}"
-      )
+    check_mel(mel, name, self.min_size)
     if return_fc1 and not self.include_fc1:
       raise ValueError(f"{name}: return_fc1=True needs include_fc1=True")
-    x = _bn(train, jnp.float32, "bn0")(mel.astype(jnp.float32))  # per mel bin
-    if train and self.spec_augment:
-      x = _spec_augment(
-        self.make_rng("dropout"),
-        x,
-        time_masks=self.time_masks,
-        time_width=self.time_width,
-        freq_masks=self.freq_masks,
-        freq_width=self.freq_width,
-      )
+    x = self._front(mel, train)  # bn0 per mel bin, SpecAugment
     x = self._trunk(x.astype(self.dtype)[..., None], train)  # [B, T', F', C]
     x = jnp.mean(x.astype(jnp.float32), axis=2)  # over frequency -> [B, T', C]
-    embedding = jnp.max(x, axis=1) + jnp.mean(x, axis=1)  # over time -> [B, C]
+    embedding = time_pool(x)  # over time -> [B, C]
     if not self.include_fc1:
       return embedding
     h = nn.Dropout(self.fc1_dropout, deterministic=not train)(embedding)
     h = nn.Dense(
       self.embedding_dim,
-      kernel_init=_xavier,
+      kernel_init=xavier,
       bias_init=nn.initializers.zeros,
       dtype=self.dtype,
       param_dtype=jnp.float32,
@@ -276,7 +227,7 @@ class ResNet38(_Panns):
           dtype=self.dtype,
           name=f"layer{s + 1}_{j}",
         )(x, train=train)
-    x = self._drop(_avg_pool2(x), train)
+    x = self._drop(avg_pool2(x), train)
     x = PannsConvBlock(RESNET38_AFTER, pool=False, dtype=self.dtype, name="conv_block_after1")(
       x, train=train
     )

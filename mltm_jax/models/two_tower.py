@@ -47,38 +47,26 @@ class AudioTower(nn.Module):
   @nn.compact
   def __call__(self, audio: jax.Array, *, train: bool) -> jax.Array:
     mel = frontend.log_mel(audio, self.mel) if audio.ndim == 2 else audio
+    # the MelEncoder fields every encoder takes from the tower
+    common = dict(
+      dropout=self.dropout,
+      spec_augment=self.spec_augment,
+      time_width=self.spec_time_width,
+      freq_width=self.spec_freq_width,
+      dtype=self.dtype,
+      name="cnn",
+    )
     if self.encoder == "temporal_cnn":
-      cnn = TemporalCNN(
-        channels=self.channels,
-        dropout=self.dropout,
-        spec_augment=self.spec_augment,
-        time_width=self.spec_time_width,
-        freq_width=self.spec_freq_width,
-        dtype=self.dtype,
-        name="cnn",
-      )
+      cnn = TemporalCNN(channels=self.channels, **common)
     elif self.encoder == "small_cnn":
       cnn = SmallCNN(
         channels=self.channels,
         double_conv=self.double_conv,
         strided_stem=self.strided_stem,
-        dropout=self.dropout,
-        spec_augment=self.spec_augment,
-        time_width=self.spec_time_width,
-        freq_width=self.spec_freq_width,
-        dtype=self.dtype,
-        name="cnn",
+        **common,
       )
     elif self.encoder in PANNS_MODELS:
-      cnn = PANNS_MODELS[self.encoder](
-        dropout=self.dropout,
-        include_fc1=False,
-        spec_augment=self.spec_augment,
-        time_width=self.spec_time_width,
-        freq_width=self.spec_freq_width,
-        dtype=self.dtype,
-        name="cnn",
-      )
+      cnn = PANNS_MODELS[self.encoder](include_fc1=False, **common)
     else:
       raise ValueError(f"unknown audio encoder {self.encoder!r}")
     feats = cnn(mel, train=train)
@@ -119,16 +107,15 @@ class TextTower(nn.Module):
     )(feats.astype(jnp.float32), train=train)
 
 
+def _config_values(cfg: Config, *names: str) -> dict[str, Any]:
+  """{name: cfg.<name>}: the fields a module takes from the Config under the same names."""
+  return {name: getattr(cfg, name) for name in names}
+
+
 def mel_config(cfg: Config) -> frontend.MelConfig:
-  return frontend.MelConfig(
-    sample_rate=cfg.sample_rate,
-    n_fft=cfg.n_fft,
-    win_length=cfg.n_fft,
-    hop_length=cfg.hop_length,
-    n_mels=cfg.n_mels,
-    fmin=cfg.fmin,
-    fmax=cfg.fmax,
-  )
+  """The log-mel settings of a config (window length = n_fft)."""
+  same = _config_values(cfg, "sample_rate", "n_fft", "hop_length", "n_mels", "fmin", "fmax")
+  return frontend.MelConfig(win_length=cfg.n_fft, **same)
 
 
 def compute_dtype(cfg: Config):
@@ -137,27 +124,17 @@ def compute_dtype(cfg: Config):
 
 def build_towers(cfg: Config, bert: BertConfig | None) -> tuple[AudioTower, TextTower]:
   """The two towers for a config; ``bert`` is None when the text encoder is frozen."""
-  dtype = compute_dtype(cfg)
+  # what both towers share: the projection head and the compute dtype
+  shared = _config_values(cfg, "embed_dim", "head_hidden", "dropout")
+  shared["dtype"] = compute_dtype(cfg)
   audio = AudioTower(
     mel=mel_config(cfg),
     encoder=cfg.audio_encoder,
     channels=cfg.channels,
-    embed_dim=cfg.embed_dim,
-    head_hidden=cfg.head_hidden,
-    dropout=cfg.dropout,
-    spec_augment=cfg.spec_augment,
-    spec_time_width=cfg.spec_time_width,
-    spec_freq_width=cfg.spec_freq_width,
     double_conv=cfg.cnn_double_conv,
     strided_stem=cfg.cnn_strided_stem,
-    dtype=dtype,
+    **_config_values(cfg, "spec_augment", "spec_time_width", "spec_freq_width"),
+    **shared,
   )
-  text = TextTower(
-    bert=None if cfg.freeze_text else bert,
-    pooling=cfg.text_pooling,
-    embed_dim=cfg.embed_dim,
-    head_hidden=cfg.head_hidden,
-    dropout=cfg.dropout,
-    dtype=dtype,
-  )
+  text = TextTower(bert=None if cfg.freeze_text else bert, pooling=cfg.text_pooling, **shared)
   return audio, text

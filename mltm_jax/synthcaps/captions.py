@@ -10,6 +10,7 @@ captions depend only on (seed, split, index).
 
 from __future__ import annotations
 
+import string
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -79,6 +80,10 @@ def _loud_adj(rng, ev, src, subject: bool = False) -> str:
   return choice(rng, _QUIET_ADJ + (("light",) if src.kind == "hits" else ()))
 
 
+def _loud_subject_adj(rng, ev, src) -> str:
+  return _loud_adj(rng, ev, src, subject=True)
+
+
 def _loud_adv(rng, ev, src) -> str:
   if ev["loudness"] == "loud":
     return choice(rng, _LOUD_ADV + (("hard",) if src.kind == "hits" and src.drum else ()))
@@ -99,36 +104,32 @@ class _Phrases:
     self.rng, self.ev, self.mention = rng, ev, tuple(sorted(mention))
     self.src = SOURCE_BY_NAME[ev["source"]]
 
-  # adverbials for the attributes in ``attrs`` (count first for hits)
-  def _advs(self, attrs: Iterable[str]) -> str:
+  def _words(self, attrs: Iterable[str], loud, tables: dict) -> list[tuple[str, str]]:
+    """(attribute, word) for each attribute of ``attrs``, in order: loudness -> ``loud(rng,
+    ev, src)``, another attribute ``a`` -> a choice among ``tables[a][ev[a]]``; attributes with
+    neither are passed over. One draw per word, in the order of ``attrs``."""
     rng, ev, src = self.rng, self.ev, self.src
-    advs, first = [], None
+    out = []
     for a in attrs:
       if a == "loudness":
-        advs.append(_loud_adv(rng, ev, src))
-      elif a == "register":
-        advs.append(choice(rng, _REG_ADV[ev["register"]]))
-      elif a == "tempo":
-        advs.append(choice(rng, _TEMPO_ADV[ev["tempo"]]))
-      elif a == "duration":
-        advs.append(choice(rng, _DUR_ADV[ev["duration"]]))
-      elif a == "count":
-        first = choice(rng, _COUNT_ADV[ev["count"]])
-    return join_advs(rng, advs, first)
+        out.append((a, loud(rng, ev, src)))
+      elif a in tables:
+        out.append((a, choice(rng, tables[a][ev[a]])))
+    return out
+
+  # adverbials for the attributes in ``attrs`` (count first for hits)
+  def _advs(self, attrs: Iterable[str]) -> str:
+    tables = {"register": _REG_ADV, "tempo": _TEMPO_ADV, "duration": _DUR_ADV, "count": _COUNT_ADV}
+    words = self._words(attrs, _loud_adv, tables)
+    first = next((w for a, w in words if a == "count"), None)
+    return join_advs(self.rng, [w for a, w in words if a != "count"], first)
 
   def _subject(self, adj_attrs: Sequence[str]) -> tuple[str, str]:
     """(noun phrase, number) naming the source, with adjectives for ``adj_attrs``."""
-    rng, ev, src = self.rng, self.ev, self.src
-    text, number = choice(rng, src.nouns)
-    adjs = []
-    for a in adj_attrs:
-      if a == "loudness":
-        adjs.append(_loud_adj(rng, ev, src, subject=True))
-      elif a == "register":
-        adjs.append(choice(rng, _REG_ADJ[ev["register"]]))
-      elif a == "duration":
-        adjs.append(choice(rng, _DUR_ADJ_CONT[ev["duration"]]))
-    return with_article(rng, text, number, adjs), number
+    text, number = choice(self.rng, self.src.nouns)
+    tables = {"register": _REG_ADJ, "duration": _DUR_ADJ_CONT}
+    adjs = [w for _, w in self._words(adj_attrs, _loud_subject_adj, tables)]
+    return with_article(self.rng, text, number, adjs), number
 
   def _split(self, adjectival: Sequence[str], max_adj: int = 1) -> tuple[list[str], list[str]]:
     """Split mentioned attributes into (adjectives, adverbials)."""
@@ -179,18 +180,10 @@ class _Phrases:
 
   def _head(self, adj_attrs: Sequence[str], with_source: bool) -> str:
     """Melodic: "<adjs> [source] melody|notes|music" with an article where needed."""
-    rng, ev, src = self.rng, self.ev, self.src
+    rng, src = self.rng, self.src
     head, number = choice(rng, src.heads)
-    adjs = []
-    for a in adj_attrs:
-      if a == "loudness":
-        adjs.append(_loud_adj(rng, ev, src))
-      elif a == "register":
-        adjs.append(choice(rng, _REG_ADJ[ev["register"]]))
-      elif a == "tempo":
-        adjs.append(choice(rng, _TEMPO_ADJ[ev["tempo"]]))
-      elif a == "duration":
-        adjs.append(choice(rng, _DUR_ADJ[ev["duration"]]))
+    tables = {"register": _REG_ADJ, "tempo": _TEMPO_ADJ, "duration": _DUR_ADJ}
+    adjs = [w for _, w in self._words(adj_attrs, _loud_adj, tables)]
     if with_source:
       noun = choice(rng, [n for n, num in src.nouns if num == "sg"] or [src.name])
       head = f"{noun} {head}"
@@ -217,14 +210,10 @@ class _Phrases:
     if form == "hits":
       count = ev["count"]
       sg, pl = choice(rng, src.hit_nouns)
-      adjs = []
       mention = set(self.mention) | {"count"}
-      for a in ("loudness", "register"):
-        if a in mention:
-          adjs.append(
-            _loud_adj(rng, ev, src) if a == "loudness" else choice(rng, _REG_ADJ[ev["register"]])
-          )
-          mention.discard(a)
+      attrs = [a for a in ("loudness", "register") if a in mention]
+      adjs = [w for _, w in self._words(attrs, _loud_adj, {"register": _REG_ADJ})]
+      mention -= {"loudness", "register"}
       det = choice(rng, _COUNT_DET[count])
       noun = sg if count == "once" else pl
       body = " ".join([det] + ([join_adjs(rng, adjs)] if adjs else []) + [noun])
@@ -235,10 +224,9 @@ class _Phrases:
       return body, plural
     if form == "sound":
       text, number = choice(rng, src.sound_nouns)
-      adjs = [
-        _loud_adj(rng, ev, src) if a == "loudness" else choice(rng, _DUR_ADJ_CONT[ev["duration"]])
-        for a in sorted(self.mention)
-      ]
+      # continuous sources: loudness and duration are all they state
+      tables = {"duration": _DUR_ADJ_CONT}
+      adjs = [w for _, w in self._words(sorted(self.mention), _loud_adj, tables)]
       return with_article(rng, text, number, adjs), number == "pl"
     # participle: "a violin played quickly", "a bell ringing twice"
     adjectival = ("loudness",) + (("register",) if src.kind == "hits" else ())
@@ -261,6 +249,82 @@ def _is(plural: bool) -> str:
 def _finish(text: str) -> str:
   text = " ".join(text.replace(" ,", ",").split()).replace("for a while while", "for a while as")
   return text[:1].upper() + text[1:] + "."
+
+
+def _fill(template: str, parts: dict, clause, noun_phrase) -> str:
+  """``template`` with its fields realised left to right, each when it is reached (the words
+  draw from the clip's generator, so their order is part of the dataset): ``{x}`` is
+  ``clause(parts[x])``, ``{x:np}`` the text of ``noun_phrase(parts[x])`` (a (text, plural)
+  pair, realised once per ``x``) and ``{x:is}`` "is" or "are" agreeing with it."""
+  out: list[str] = []
+  nps: dict[str, tuple[str, bool]] = {}
+  for literal, key, spec, _ in string.Formatter().parse(template):
+    out.append(literal)
+    if key is None:
+      continue
+    if spec in ("np", "is"):
+      if key not in nps:
+        nps[key] = noun_phrase(parts[key])
+      text, plural = nps[key]
+      out.append(text if spec == "np" else _is(plural))
+    else:
+      out.append(clause(parts[key]))
+  return "".join(out)
+
+
+# Events that overlap, told in one clause (templates of :func:`_fill`; a, b, c: the events).
+_OVERLAP = {
+  2: (
+    "{a} while {b}",
+    "{b} while {a}",
+    "while {a}, {b}",
+    "{a} along with {b:np}",
+    "{a}, accompanied by {b:np}",
+    "{a} over {b:np}",
+    "{a} as {b}",
+    "{a:np} and {b:np} can be heard at the same time",
+  ),
+  3: (
+    "{a} while {b:np} and {c:np} can be heard",
+    "{a} along with {b:np} and {c:np}",
+    "{a:np}, {b:np} and {c:np} can be heard together",
+    "{a} while {b}, along with {c:np}",
+  ),
+}
+# A caption by number of groups (g1, g2, g3: the groups in time order). One group of one
+# event is told as its clause six times in ten; the last _TWO_SIMPLE_ONLY forms of two groups
+# are used only when each group is one event.
+_SEQUENCE = {
+  1: ("{g1}",) * 6
+  + (
+    "{g1:np} can be heard",
+    "{g1:np} {g1:is} heard",
+    "there {g1:is} {g1:np}",
+    "{g1:np} {g1:is} audible",
+  ),
+  2: (
+    "{g1}, then {g2}",
+    "{g1}, and then {g2}",
+    "{g1}, followed by {g2:np}",
+    "first {g1}, then {g2}",
+    "{g1:np} {g1:is} followed by {g2:np}",
+    "{g1}, and afterwards {g2}",
+    "{g1}, and after that {g2}",
+    "{g1} and then {g2:np} can be heard",
+    "after {g1}, {g2}",
+    "{g2} after {g1}",
+    "{g1} before {g2}",
+  ),
+  3: (
+    "{g1}, then {g2}, and finally {g3}",
+    "first {g1}, then {g2}, and then {g3}",
+    "{g1}, followed by {g2:np} and then {g3:np}",
+    "{g1}, then {g2}, followed by {g3:np}",
+    "after {g1}, {g2}, and then {g3}",
+    "{g1} before {g2}, and then {g3}",
+  ),
+}
+_TWO_SIMPLE_ONLY = 3
 
 
 def _caption(rng, plan: dict) -> str:
@@ -288,35 +352,8 @@ def _caption(rng, plan: dict) -> str:
   def g_clause(g: list[_Phrases]) -> str:
     if len(g) == 1:
       return g[0].clause()
-    if len(g) == 2:
-      a, b = g
-      form = int(rng.integers(8))
-      if form == 0:
-        return f"{a.clause()} while {b.clause()}"
-      if form == 1:
-        return f"{b.clause()} while {a.clause()}"
-      if form == 2:
-        return f"while {a.clause()}, {b.clause()}"
-      if form == 3:
-        return f"{a.clause()} along with {b.noun_phrase()[0]}"
-      if form == 4:
-        return f"{a.clause()}, accompanied by {b.noun_phrase()[0]}"
-      if form == 5:
-        return f"{a.clause()} over {b.noun_phrase()[0]}"
-      if form == 6:
-        return f"{a.clause()} as {b.clause()}"
-      return f"{a.noun_phrase()[0]} and {b.noun_phrase()[0]} can be heard at the same time"
-    a, b, c = g
-    form = int(rng.integers(4))
-    if form == 0:
-      return f"{a.clause()} while {b.noun_phrase()[0]} and {c.noun_phrase()[0]} can be heard"
-    if form == 1:
-      return f"{a.clause()} along with {b.noun_phrase()[0]} and {c.noun_phrase()[0]}"
-    if form == 2:
-      return (
-        f"{a.noun_phrase()[0]}, {b.noun_phrase()[0]} and {c.noun_phrase()[0]} can be heard together"
-      )
-    return f"{a.clause()} while {b.clause()}, along with {c.noun_phrase()[0]}"
+    parts = dict(zip("abc", g))
+    return _fill(choice(rng, _OVERLAP[len(g)]), parts, _Phrases.clause, _Phrases.noun_phrase)
 
   def g_np(g: list[_Phrases]) -> tuple[str, bool]:
     if len(g) == 1:
@@ -331,61 +368,13 @@ def _caption(rng, plan: dict) -> str:
       return f"{nps[0][0]} and {nps[1][0]} at the same time", True
     return f"{nps[0][0]} along with {nps[1][0]} and {nps[2][0]}", nps[0][1]
 
-  if len(groups) == 1:
-    g = groups[0]
-    if len(g) > 1:
-      return _finish(g_clause(g))
-    form = int(rng.integers(10))
-    if form < 6:
-      return _finish(g_clause(g))
-    np_, plural = g_np(g)
-    if form == 6:
-      return _finish(f"{np_} can be heard")
-    if form == 7:
-      return _finish(f"{np_} {_is(plural)} heard")
-    if form == 8:
-      return _finish(f"there {_is(plural)} {np_}")
-    return _finish(f"{np_} {_is(plural)} audible")
-  if len(groups) == 2:
-    g1, g2 = groups
-    simple = len(g1) == 1 and len(g2) == 1
-    forms = list(range(8)) + ([8, 9, 10] if simple else [])
-    form = choice(rng, forms)
-    if form == 0:
-      return _finish(f"{g_clause(g1)}, then {g_clause(g2)}")
-    if form == 1:
-      return _finish(f"{g_clause(g1)}, and then {g_clause(g2)}")
-    if form == 2:
-      return _finish(f"{g_clause(g1)}, followed by {g_np(g2)[0]}")
-    if form == 3:
-      return _finish(f"first {g_clause(g1)}, then {g_clause(g2)}")
-    if form == 4:
-      np1, pl1 = g_np(g1)
-      return _finish(f"{np1} {_is(pl1)} followed by {g_np(g2)[0]}")
-    if form == 5:
-      return _finish(f"{g_clause(g1)}, and afterwards {g_clause(g2)}")
-    if form == 6:
-      return _finish(f"{g_clause(g1)}, and after that {g_clause(g2)}")
-    if form == 7:
-      return _finish(f"{g_clause(g1)} and then {g_np(g2)[0]} can be heard")
-    if form == 8:
-      return _finish(f"after {g_clause(g1)}, {g_clause(g2)}")
-    if form == 9:
-      return _finish(f"{g_clause(g2)} after {g_clause(g1)}")
-    return _finish(f"{g_clause(g1)} before {g_clause(g2)}")
-  g1, g2, g3 = groups
-  form = int(rng.integers(6))
-  if form == 0:
-    return _finish(f"{g_clause(g1)}, then {g_clause(g2)}, and finally {g_clause(g3)}")
-  if form == 1:
-    return _finish(f"first {g_clause(g1)}, then {g_clause(g2)}, and then {g_clause(g3)}")
-  if form == 2:
-    return _finish(f"{g_clause(g1)}, followed by {g_np(g2)[0]} and then {g_np(g3)[0]}")
-  if form == 3:
-    return _finish(f"{g_clause(g1)}, then {g_clause(g2)}, followed by {g_np(g3)[0]}")
-  if form == 4:
-    return _finish(f"after {g_clause(g1)}, {g_clause(g2)}, and then {g_clause(g3)}")
-  return _finish(f"{g_clause(g1)} before {g_clause(g2)}, and then {g_clause(g3)}")
+  if len(groups) == 1 and len(groups[0]) > 1:
+    return _finish(g_clause(groups[0]))
+  templates = _SEQUENCE[len(groups)]
+  if len(groups) == 2 and len(groups[0]) + len(groups[1]) > 2:
+    templates = templates[:-_TWO_SIMPLE_ONLY]
+  parts = {f"g{k + 1}": g for k, g in enumerate(groups)}
+  return _finish(_fill(choice(rng, templates), parts, g_clause, g_np))
 
 
 def make_captions(rng: np.random.Generator, plan: dict, n: int = N_CAPTIONS) -> list[str]:

@@ -8,7 +8,9 @@ is part of the dataset); SOURCES: their names; SOURCE_BY_NAME: name -> Source.
 
 from __future__ import annotations
 
-from mltm_jax.synthcaps.source_spec import H, L, M, Source, Verb
+from typing import NamedTuple
+
+from mltm_jax.synthcaps.source_spec import H, L, M, Noun, Source, Verb
 from mltm_jax.synthcaps.words import indefinite
 
 _PLAY: tuple[Verb, ...] = (("plays", "play"), ("is played", "are played"), ("sounds", "sound"))
@@ -21,6 +23,32 @@ _HIT_AGENTS = (
   "someone plays {a}",
 )
 _HIT_PART = ("hit", "struck", "being hit")
+
+
+def _nouns(nouns) -> tuple[Noun, ...]:
+  """Noun phrases as (text, number) pairs; a str is singular."""
+  return tuple((n, "sg") if isinstance(n, str) else n for n in nouns)
+
+
+def _plurals(names) -> tuple[tuple[str, str], ...]:
+  """(singular, plural) pairs; a str takes its plural in -s."""
+  return tuple((n, n + "s") if isinstance(n, str) else n for n in names)
+
+
+class _Hits(NamedTuple):
+  """Timing of a sound heard as separate hits, in seconds (the Source fields of these names)."""
+
+  note_len: float
+  ioi_count: tuple[float, float]
+  ioi_rep: tuple[float, float] = (0.14, 0.26)
+
+
+def _source(name, kind, program, drum, nouns, verbs, agents, hits=None, **fields) -> Source:
+  """The Source of the builders below: nouns through :func:`_nouns`, word lists as tuples,
+  ``hits`` (a :class:`_Hits`, or None for the defaults) spread into the timing fields."""
+  timing = {} if hits is None else hits._asdict()
+  nouns, verbs, agents = _nouns(nouns), tuple(verbs), tuple(agents)
+  return Source(name, kind, program, drum, nouns, verbs, agents, **timing, **fields)
 
 
 def _melodic(
@@ -38,20 +66,19 @@ def _melodic(
 ):
   """A melodic Source (GM ``program``, allowed ``registers``); a str noun is singular, and the
   default agents name ``player`` when given."""
-  nouns = tuple((n, "sg") if isinstance(n, str) else n for n in nouns)
   if agents is None:
     agents = ["someone plays {the}", "a person plays {a}", "a musician plays {a}"]
     if player:
       agents.append(f"{indefinite(player)} plays")
   kw = {} if heads is None else {"heads": heads}
-  return Source(
+  return _source(
     name,
     "melodic",
     program,
     False,
     nouns,
-    tuple(verbs),
-    tuple(agents),
+    verbs,
+    agents,
     registers=tuple(registers),
     tail=tail,
     participles=tuple(participles),
@@ -72,29 +99,39 @@ def _drum(
   **kw,
 ):
   """A drum-kit Source (channel 10): one GM key, or {register: key}; a str noun is singular,
-  and the default hit noun is "<first noun> hit(s)"."""
-  nouns = tuple((n, "sg") if isinstance(n, str) else n for n in nouns)
+  a str hit noun takes -s, and the default hit noun is "<first noun> hit(s)". ``hits``: its
+  :class:`_Hits` timing (default: the Source defaults)."""
+  nouns = _nouns(nouns)
   if hit_nouns is None:
-    first = nouns[0][0]
-    hit_nouns = ((f"{first} hit", f"{first} hits"),)
+    hit_nouns = [f"{nouns[0][0]} hit"]
   regs = key_or_registers if isinstance(key_or_registers, dict) else {}
   pitch = key_or_registers if isinstance(key_or_registers, int) else 60
-  return Source(
+  return _source(
     name,
     "hits",
     0,
     True,
     nouns,
-    tuple(verbs),
-    tuple(agents),
+    verbs,
+    agents,
     registers=tuple(sorted(regs.items())),
     pitch=pitch,
     low=low,
-    hit_nouns=tuple(hit_nouns),
+    hit_nouns=_plurals(hit_nouns),
     participles=tuple(participles),
     **kw,
   )
 
+
+def _effect(
+  name, program, nouns, verbs, agents=(), hits=None, hit_nouns=(), sound_nouns=(), **kw
+) -> Source:
+  """A Source of GM ``program`` outside the drum kit (pitched percussion, sound effects). With
+  ``hits`` (a :class:`_Hits`) it is heard as separate hits (kind "hits"), without it as one
+  continuous sound (kind "continuous"); a str noun is singular, a str hit noun takes -s."""
+  kind = "continuous" if hits is None else "hits"
+  words = {"hit_nouns": _plurals(hit_nouns), "sound_nouns": _nouns(sound_nouns)}
+  return _source(name, kind, program, False, nouns, verbs, agents, hits, **words, **kw)
 
 
 _STRUCK_TAIL = 1.0  # the decay of struck and plucked instruments (s)
@@ -201,46 +238,38 @@ SOURCE_SPECS: tuple[Source, ...] = (
     "steel drum", 114, (M, H), ["steel drum", "steelpan", ("steel drums", "pl")], tail=_STRUCK_TAIL
   ),
   # ---- pitched percussion played as hits ----
-  Source(
+  _effect(
     "bell",
-    "hits",
     14,
-    False,
-    (("bell", "sg"), ("church bell", "sg"), ("chimes", "pl")),
+    ["bell", "church bell", ("chimes", "pl")],
     (("rings", "ring"), ("chimes", "chime"), ("tolls", "toll")),
     ("someone rings {a}", "someone strikes {the}"),
     registers=((H, 74), (L, 50), (M, 62)),
-    hit_nouns=(("bell chime", "bell chimes"), ("bell toll", "bell tolls")),
-    participles=("ringing", "chiming"),
-    note_len=0.8,
-    ioi_count=(0.8, 1.2),
-    ioi_rep=(0.3, 0.45),
+    hits=_Hits(0.8, (0.8, 1.2), (0.3, 0.45)),
     tail=2.0,
+    hit_nouns=["bell chime", "bell toll"],
+    participles=("ringing", "chiming"),
   ),
-  Source(
+  _effect(
     "timpani",
-    "hits",
     47,
-    False,
-    (("timpani", "sg"), ("kettle drum", "sg"), ("kettledrum", "sg")),
+    ["timpani", "kettle drum", "kettledrum"],
     _HIT,
     _HIT_AGENTS,
     registers=((L, 43), (M, 55)),
-    hit_nouns=(("timpani hit", "timpani hits"), ("timpani stroke", "timpani strokes")),
-    participles=_HIT_PART,
-    note_len=0.5,
-    ioi_count=(0.5, 0.8),
-    ioi_rep=(0.11, 0.18),
+    hits=_Hits(0.5, (0.5, 0.8), (0.11, 0.18)),
     tail=1.5,
+    hit_nouns=["timpani hit", "timpani stroke"],
+    participles=_HIT_PART,
   ),
   # ---- drum kit (channel 10, GM key numbers) ----
   _drum(
     "kick drum",
     36,
     ["kick drum", "bass drum"],
-    verbs=_HIT + (("thumps", "thump"),),
     low=True,
-    hit_nouns=(("kick drum hit", "kick drum hits"), ("kick drum thump", "kick drum thumps")),
+    verbs=_HIT + (("thumps", "thump"),),
+    hit_nouns=["kick drum hit", "kick drum thump"],
   ),
   _drum("snare drum", 38, ["snare drum", "snare"]),
   _drum(
@@ -249,34 +278,27 @@ SOURCE_SPECS: tuple[Source, ...] = (
     [("pair of hands", "sg")],
     verbs=(("claps", "clap"),),
     agents=("someone claps", "a person claps", "someone claps their hands"),
-    hit_nouns=(("hand clap", "hand claps"), ("clap", "claps")),
+    hit_nouns=["hand clap", "clap"],
     participles=("clapping",),
     adj_subject=False,
   ),
-  _drum(
-    "hi-hat",
-    42,
-    ["hi-hat", "hi-hat cymbal"],
-    hit_nouns=(("hi-hat hit", "hi-hat hits"), ("hi-hat tick", "hi-hat ticks")),
-  ),
+  _drum("hi-hat", 42, ["hi-hat", "hi-hat cymbal"], hit_nouns=["hi-hat hit", "hi-hat tick"]),
   _drum(
     "crash cymbal",
     49,
     ["crash cymbal"],
-    verbs=_HIT + (("crashes", "crash"),),
-    hit_nouns=(("cymbal crash", "cymbal crashes"),),
-    ioi_count=(0.6, 0.9),
-    ioi_rep=(0.25, 0.4),
+    hits=_Hits(0.1, (0.6, 0.9), (0.25, 0.4)),
     tail=2.0,
+    verbs=_HIT + (("crashes", "crash"),),
+    hit_nouns=[("cymbal crash", "cymbal crashes")],
   ),
   _drum(
     "ride cymbal",
     51,
     ["ride cymbal"],
-    verbs=_HIT + (("rings", "ring"),),
-    ioi_count=(0.4, 0.6),
-    ioi_rep=(0.16, 0.28),
+    hits=_Hits(0.1, (0.4, 0.6), (0.16, 0.28)),
     tail=1.5,
+    verbs=_HIT + (("rings", "ring"),),
   ),
   _drum("tom drum", {L: 41, M: 47, H: 50}, ["tom drum", "tom-tom", "tom"]),
   _drum(
@@ -285,7 +307,7 @@ SOURCE_SPECS: tuple[Source, ...] = (
     ["tambourine"],
     verbs=_HIT + (("jingles", "jingle"), ("is shaken", "are shaken")),
     agents=("someone shakes {a}", "someone hits {the}", "a person shakes {the}"),
-    hit_nouns=(("tambourine jingle", "tambourine jingles"), ("tambourine hit", "tambourine hits")),
+    hit_nouns=["tambourine jingle", "tambourine hit"],
     participles=("shaken", "jingling", "being shaken"),
   ),
   _drum(
@@ -293,7 +315,7 @@ SOURCE_SPECS: tuple[Source, ...] = (
     56,
     ["cowbell"],
     verbs=_HIT + (("clanks", "clank"),),
-    hit_nouns=(("cowbell hit", "cowbell hits"), ("cowbell clank", "cowbell clanks")),
+    hit_nouns=["cowbell hit", "cowbell clank"],
   ),
   _drum("bongo", {H: 60, L: 61}, ["bongo", "bongo drum", ("bongos", "pl")]),
   _drum("conga", {H: 63, L: 64}, ["conga", "conga drum", ("congas", "pl")]),
@@ -303,7 +325,7 @@ SOURCE_SPECS: tuple[Source, ...] = (
     [("maracas", "pl"), "shaker"],
     verbs=(("is shaken", "are shaken"), ("rattles", "rattle")),
     agents=("someone shakes {the}", "a person shakes {a}"),
-    hit_nouns=(("maraca shake", "maraca shakes"), ("rattle", "rattles")),
+    hit_nouns=["maraca shake", "rattle"],
     participles=("shaken", "rattling"),
   ),
   _drum(
@@ -312,7 +334,7 @@ SOURCE_SPECS: tuple[Source, ...] = (
     [("claves", "pl"), "pair of claves"],
     verbs=(("clicks", "click"), ("is struck", "are struck")),
     agents=("someone clicks {the}", "someone strikes {the}", "a musician clicks {a}"),
-    hit_nouns=(("clave click", "clave clicks"), ("click of claves", "clicks of claves")),
+    hit_nouns=["clave click", ("click of claves", "clicks of claves")],
     participles=("clicking", "struck", "being struck"),
   ),
   _drum(
@@ -320,157 +342,123 @@ SOURCE_SPECS: tuple[Source, ...] = (
     {H: 76, L: 77},
     ["wood block", "woodblock"],
     verbs=_HIT + (("knocks", "knock"),),
-    hit_nouns=(("wood block knock", "wood block knocks"), ("wood block hit", "wood block hits")),
+    hit_nouns=["wood block knock", "wood block hit"],
   ),
   _drum(
     "triangle",
     81,
     ["triangle"],
+    hits=_Hits(0.1, (0.5, 0.8), (0.16, 0.26)),
+    tail=1.5,
     verbs=_HIT + (("rings", "ring"), ("dings", "ding")),
     agents=("someone strikes {a}", "someone hits {the}", "a musician rings {a}"),
-    hit_nouns=(("triangle ding", "triangle dings"), ("triangle hit", "triangle hits")),
-    ioi_count=(0.5, 0.8),
-    ioi_rep=(0.16, 0.26),
-    tail=1.5,
+    hit_nouns=["triangle ding", "triangle hit"],
   ),
-  _drum(
-    "timbales",
-    {H: 65, L: 66},
-    [("timbales", "pl"), "timbale"],
-    hit_nouns=(("timbale hit", "timbale hits"),),
-  ),
+  _drum("timbales", {H: 65, L: 66}, [("timbales", "pl"), "timbale"], hit_nouns=["timbale hit"]),
   _drum(
     "whistle",
     72,
     ["whistle"],
+    hits=_Hits(0.4, (0.6, 0.9), (0.3, 0.45)),
+    tail=0.3,
     verbs=(("blows", "blow"), ("shrills", "shrill")),
     agents=("someone blows {a}", "a referee blows {a}", "a person blows {the}"),
-    hit_nouns=(("whistle blow", "whistle blows"), ("blast of a whistle", "blasts of a whistle")),
+    hit_nouns=["whistle blow", ("blast of a whistle", "blasts of a whistle")],
     participles=("blowing", "being blown"),
-    note_len=0.4,
-    ioi_count=(0.6, 0.9),
-    ioi_rep=(0.3, 0.45),
-    tail=0.3,
   ),
   # ---- GM sound effects (programs 120-127) ----
-  Source(
+  _effect(
     "guitar fret noise",
-    "hits",
     120,
-    False,
-    (("guitar string", "sg"), ("guitar strings", "pl")),
+    ["guitar string", ("guitar strings", "pl")],
     (("squeaks", "squeak"), ("screeches", "screech")),
     ("someone slides a finger along {the}", "fingers squeak on {the}"),
-    hit_nouns=(("guitar string squeak", "guitar string squeaks"), ("fret squeak", "fret squeaks")),
+    hits=_Hits(0.3, (0.5, 0.8), (0.3, 0.45)),
+    hit_nouns=["guitar string squeak", "fret squeak"],
     participles=("squeaking",),
-    note_len=0.3,
-    ioi_count=(0.5, 0.8),
-    ioi_rep=(0.3, 0.45),
   ),
-  Source(
+  _effect(
     "breathing",
-    "hits",
     121,
-    False,
-    (("person", "sg"),),
+    ["person"],
     (("breathes out", "breathe out"), ("exhales", "exhale")),
     ("someone breathes out", "a person exhales", "someone exhales"),
-    hit_nouns=(("breath", "breaths"), ("exhalation", "exhalations")),
-    participles=("breathing out", "exhaling"),
-    counts=("once", "twice", "three times"),
-    note_len=0.6,
-    ioi_count=(0.9, 1.2),
+    hits=_Hits(0.6, (0.9, 1.2)),
     tail=0.3,
+    counts=("once", "twice", "three times"),
+    hit_nouns=["breath", "exhalation"],
+    participles=("breathing out", "exhaling"),
     adj_subject=False,
   ),
-  Source(
+  _effect(
     "ocean waves",
-    "continuous",
     122,
-    False,
-    (("ocean waves", "pl"), ("waves", "pl"), ("surf", "mass")),
+    [("ocean waves", "pl"), ("waves", "pl"), ("surf", "mass")],
     (("crashes", "crash"), ("washes ashore", "wash ashore"), ("rolls in", "roll in")),
-    sound_nouns=(
+    tail=1.0,
+    sound_nouns=[
       ("ocean waves", "pl"),
       ("crashing waves", "pl"),
       ("sound of the sea", "def"),
       ("surf", "mass"),
-    ),
+    ],
     participles=("crashing", "washing ashore"),
-    tail=1.0,
   ),
-  Source(
+  _effect(
     "bird",
-    "hits",
     123,
-    False,
-    (("bird", "sg"), ("small bird", "sg"), ("songbird", "sg")),
+    ["bird", "small bird", "songbird"],
     (("chirps", "chirp"), ("tweets", "tweet"), ("calls", "call")),
     registers=((M, 67), (H, 79)),
-    hit_nouns=(("bird chirp", "bird chirps"), ("tweet", "tweets"), ("chirp", "chirps")),
+    hits=_Hits(0.35, (0.45, 0.7), (0.25, 0.4)),
+    tail=0.3,
+    hit_nouns=["bird chirp", "tweet", "chirp"],
     participles=("chirping", "tweeting"),
-    note_len=0.35,
-    ioi_count=(0.45, 0.7),
-    ioi_rep=(0.25, 0.4),
-    tail=0.3,
   ),
-  Source(
+  _effect(
     "telephone",
-    "hits",
     124,
-    False,
-    (("telephone", "sg"), ("phone", "sg"), ("landline phone", "sg")),
+    ["telephone", "phone", "landline phone"],
     (("rings", "ring"),),
-    (),
     registers=((M, 60), (H, 72)),
-    hit_nouns=(("telephone ring", "telephone rings"), ("phone ring", "phone rings")),
-    participles=("ringing",),
-    note_len=0.8,
-    ioi_count=(1.1, 1.4),
-    ioi_rep=(0.45, 0.6),
+    hits=_Hits(0.8, (1.1, 1.4), (0.45, 0.6)),
     tail=0.3,
+    hit_nouns=["telephone ring", "phone ring"],
+    participles=("ringing",),
   ),
-  Source(
+  _effect(
     "helicopter",
-    "continuous",
     125,
-    False,
-    (("helicopter", "sg"), ("chopper", "sg")),
+    ["helicopter", "chopper"],
     (("hovers", "hover"), ("whirs", "whir"), ("drones", "drone")),
-    sound_nouns=(
+    tail=1.0,
+    sound_nouns=[
       ("helicopter noise", "mass"),
       ("whir of a helicopter", "def"),
       ("helicopter blades", "pl"),
-    ),
+    ],
     participles=("hovering", "whirring"),
-    tail=1.0,
   ),
-  Source(
+  _effect(
     "applause",
-    "continuous",
     126,
-    False,
-    (("audience", "sg"), ("crowd", "sg"), ("people", "pl")),
+    ["audience", "crowd", ("people", "pl")],
     (("applauds", "applaud"), ("claps", "clap")),
-    sound_nouns=(("applause", "mass"), ("clapping", "mass"), ("round of applause", "sg")),
-    participles=("applauding", "clapping"),
     tail=0.6,
+    sound_nouns=[("applause", "mass"), ("clapping", "mass"), "round of applause"],
+    participles=("applauding", "clapping"),
     adj_subject=False,
   ),
-  Source(
+  _effect(
     "gunshot",
-    "hits",
     127,
-    False,
-    (("gun", "sg"), ("firearm", "sg")),
+    ["gun", "firearm"],
     (("fires", "fire"), ("goes off", "go off"), ("is fired", "are fired")),
     ("someone fires {a}", "someone shoots {a}", "a person fires {a}"),
-    hit_nouns=(("gunshot", "gunshots"), ("shot", "shots")),
-    participles=("firing", "being fired"),
-    note_len=0.2,
-    ioi_count=(0.5, 0.9),
-    ioi_rep=(0.1, 0.18),
+    hits=_Hits(0.2, (0.5, 0.9), (0.1, 0.18)),
     tail=1.5,
+    hit_nouns=["gunshot", "shot"],
+    participles=("firing", "being fired"),
   ),
 )
 

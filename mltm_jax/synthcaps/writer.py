@@ -267,11 +267,13 @@ def ensure_synthcaps(
   sizes: dict[str, int] | None = None,
   seed: int = 0,
   sample_rate: int = 32000,
-  progress: bool = True,
-  workers: int | None = None,
+  **how: Any,
 ) -> Path:
   """Return ``Path(out_dir)``, generating SynthCaps first unless SYNTHCAPS_DONE.json matches
   (sizes, seed, sample_rate, version).
+
+  Arguments as :func:`generate_synthcaps`: ``sizes``, ``seed`` and ``sample_rate`` name the
+  dataset; ``how`` (``progress``, ``workers``) only says how to render it and is passed on.
 
   Raises:
     ForeignDirectoryError (a ValueError): ``out_dir`` is not empty and holds no SynthCaps
@@ -289,9 +291,7 @@ def ensure_synthcaps(
       have = None
     if have == want:
       return out
-  generate_synthcaps(
-    out, sizes, seed=seed, sample_rate=sample_rate, progress=progress, workers=workers
-  )
+  generate_synthcaps(out, sizes, seed=seed, sample_rate=sample_rate, **how)
   return out
 
 

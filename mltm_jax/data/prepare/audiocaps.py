@@ -33,7 +33,8 @@ from mltm_jax.data.prepare.common import (
   Listing,
   Skip,
   clean_captions,
-  fix_field,
+  csv_cell,
+  csv_columns,
   read_csv,
   relative,
 )
@@ -97,45 +98,34 @@ def read_audiocaps(src: str | Path) -> Listing:
       start_time or caption.
   """
   src = Path(src).absolute()
-  entries: list[Entry] = []
-  skipped: list[Skip] = []
-  warnings: list[str] = []
+  out = Listing()
   found = 0
   for split, names in AUDIOCAPS_SPLITS.items():
     csv_path = _csv_path(src, names)
     if csv_path is None:
-      warnings.append(f"{split}.csv not found: split {split} left out")
+      out.split_missing(f"{split}.csv", split)
       continue
     found += 1
     header, rows, utf8 = read_csv(csv_path)
-    if not utf8:
-      warnings.append(f"{csv_path.name}: not valid UTF-8; such fields decoded as cp1252")
-    missing = [c for c in ("youtube_id", "start_time", "caption") if c not in header]
-    if missing:
-      raise ValueError(f"{csv_path}: header lacks {', '.join(missing)} (got {header})")
-    col = {h: i for i, h in enumerate(header)}
-
-    def cell(row, name, col=col):
-      i = col.get(name)
-      return fix_field(row[i])[0].strip() if i is not None and i < len(row) else ""
-
+    out.note_utf8(csv_path.name, utf8)
+    col = csv_columns(csv_path, header, ("youtube_id", "start_time", "caption"))
     groups: dict[tuple[str, float], dict] = {}
     for row in rows:
-      yid, st_text = cell(row, "youtube_id"), cell(row, "start_time")
+      yid, st_text = csv_cell(row, col, "youtube_id"), csv_cell(row, col, "start_time")
       if not yid:
-        skipped.append(Skip(split, "", "", "no youtube_id"))
+        out.skipped.append(Skip(split, "", "", "no youtube_id"))
         continue
       try:
         start = float(st_text)
         if not (math.isfinite(start) and start >= 0):
           raise ValueError
       except ValueError:
-        skipped.append(Skip(split, yid, "", "bad start_time", st_text))
+        out.skipped.append(Skip(split, yid, "", "bad start_time", st_text))
         continue
       g = groups.setdefault((yid, start), {"literal": st_text, "raw": [], "ids": []})
       g["raw"].append(row[col["caption"]] if col["caption"] < len(row) else "")
       if "audiocap_id" in col:
-        g["ids"].append(cell(row, "audiocap_id"))
+        g["ids"].append(csv_cell(row, col, "audiocap_id"))
     dirs = []
     for n in names:
       dirs += [src / n, src / "audio" / n]
@@ -144,14 +134,14 @@ def read_audiocaps(src: str | Path) -> Listing:
       cid = f"{yid}_{_fmt(start, g['literal'])}"
       captions, notes = clean_captions(g["raw"])
       if not captions:
-        skipped.append(Skip(split, cid, "", "no captions"))
+        out.skipped.append(Skip(split, cid, "", "no captions"))
         continue
       path = index.find(candidate_names(yid, start, g["literal"]))
       if path is None:
-        skipped.append(Skip(split, cid, "", "missing audio", f"no {yid}* file"))
+        out.skipped.append(Skip(split, cid, "", "missing audio", f"no {yid}* file"))
         continue
       extra = {"youtube_id": yid, "start_time": start, "audiocap_ids": g["ids"]}
-      entries.append(Entry(split, cid, relative(path, src), str(path), captions, extra, notes))
+      out.entries.append(Entry(split, cid, relative(path, src), str(path), captions, extra, notes))
   if not found:
     raise FileNotFoundError(f"{src}: no AudioCaps train.csv, val.csv or test.csv")
-  return Listing(entries, skipped, warnings)
+  return out

@@ -26,26 +26,23 @@ def read_clotho(src: str | Path) -> Listing:
       caption columns.
   """
   src = Path(src).absolute()
-  entries: list[Entry] = []
-  skipped: list[Skip] = []
-  warnings: list[str] = []
+  out = Listing()
   found = 0
   for name, split in SPLIT_ROLES.items():
     csv_path = src / f"clotho_captions_{name}.csv"
     if not csv_path.is_file():
-      warnings.append(f"{csv_path.name} not found: split {name} left out")
+      out.split_missing(csv_path.name, name)
       continue
     found += 1
     rows, utf8 = read_captions_csv(csv_path, audio_dirs(src, name))
-    if not utf8:
-      warnings.append(f"{csv_path.name}: not valid UTF-8; such fields decoded as cp1252")
+    out.note_utf8(csv_path.name, utf8)
     for r in rows:
       where = f"{name}/{r.file_name}" if r.file_name else ""
       if r.skip is not None:
-        skipped.append(Skip(split, r.file_name, where, r.skip))
+        out.skipped.append(Skip(split, r.file_name, where, r.skip))
         continue
       entry = Entry(split, r.file_name, relative(r.path, src), str(r.path), r.captions, {}, r.notes)
-      entries.append(entry)
+      out.entries.append(entry)
   if not found:
     raise FileNotFoundError(f"{src}: no clotho_captions_{{development,validation,evaluation}}.csv")
-  return Listing(entries, skipped, warnings)
+  return out

@@ -27,6 +27,8 @@ __all__ = [
   "Listing",
   "Skip",
   "clean_captions",
+  "csv_cell",
+  "csv_columns",
   "decode_metadata",
   "fix_field",
   "read_csv",
@@ -75,11 +77,20 @@ class Skip:
 @dataclasses.dataclass
 class Listing:
   """A layout's clips: entries to decode, skips found while reading the metadata, and
-  warnings about the metadata itself (one line each)."""
+  warnings about the metadata itself (one line each). The readers fill one in place."""
 
-  entries: list[Entry]
-  skipped: list[Skip]
+  entries: list[Entry] = dataclasses.field(default_factory=list)
+  skipped: list[Skip] = dataclasses.field(default_factory=list)
   warnings: list[str] = dataclasses.field(default_factory=list)
+
+  def split_missing(self, file_name: str, split: str) -> None:
+    """Warns that ``split`` is left out: its metadata file ``file_name`` was not found."""
+    self.warnings.append(f"{file_name} not found: split {split} left out")
+
+  def note_utf8(self, file_name: str, utf8: bool) -> None:
+    """Unless ``utf8``, warns that fields of ``file_name`` were decoded as cp1252."""
+    if not utf8:
+      self.warnings.append(f"{file_name}: not valid UTF-8; such fields decoded as cp1252")
 
 
 def decode_metadata(raw: bytes) -> tuple[str, bool]:
@@ -136,6 +147,22 @@ def read_csv(path: Path, delimiter: str | None = None) -> tuple[list[str], list[
     raise ValueError(f"{path}: empty file (no header row)")
   rows = [r for r in reader if r and any(c.strip() for c in r)]
   return [fix_field(h)[0].strip() for h in header], rows, utf8
+
+
+def csv_columns(path: Path, header: list[str], required: Sequence[str]) -> dict[str, int]:
+  """Column index by name of a CSV ``header`` (the last of repeated names). Raises
+  ValueError naming ``path`` when a ``required`` column is missing."""
+  missing = [c for c in required if c not in header]
+  if missing:
+    raise ValueError(f"{path}: header lacks {', '.join(missing)} (got {header})")
+  return {h: i for i, h in enumerate(header)}
+
+
+def csv_cell(row: list[str], col: dict[str, int], name: str) -> str:
+  """Column ``name`` of a CSV row (``col`` from :func:`csv_columns`), repaired by
+  :func:`fix_field` and stripped; "" when the header or the row lacks it."""
+  i = col.get(name)
+  return fix_field(row[i])[0].strip() if i is not None and i < len(row) else ""
 
 
 def read_jsonl(path: Path) -> tuple[list[tuple[int, Any]], bool]:

@@ -15,7 +15,8 @@ from mltm_jax.data.prepare.common import (
   Entry,
   Listing,
   Skip,
-  fix_field,
+  csv_cell,
+  csv_columns,
   read_csv,
   relative,
   resolve_name,
@@ -42,20 +43,16 @@ def read_esc50(src: str | Path) -> Listing:
   if not path.is_file():
     raise FileNotFoundError(f"{src}: no meta/esc50.csv (not the ESC-50 release layout)")
   header, rows, utf8 = read_csv(path)
-  warnings = [] if utf8 else [f"{path.name}: not valid UTF-8; such fields decoded as cp1252"]
-  missing = [c for c in REQUIRED if c not in header]
-  if missing:
-    raise ValueError(f"{path}: header lacks {', '.join(missing)} (got {header})")
-  col = {h: i for i, h in enumerate(header)}
+  out = Listing()
+  out.note_utf8(path.name, utf8)
+  col = csv_columns(path, header, REQUIRED)
   dirs = [d for d in (src / "audio",) if d.is_dir()]
-  entries: list[Entry] = []
-  skipped: list[Skip] = []
+  skipped = out.skipped
   seen: set[str] = set()
   for row in rows:
 
     def cell(name, row=row):
-      i = col.get(name)
-      return fix_field(row[i])[0].strip() if i is not None and i < len(row) else ""
+      return csv_cell(row, col, name)
 
     name = cell("filename")
     if not name:
@@ -85,8 +82,8 @@ def read_esc50(src: str | Path) -> Listing:
       "src_file": cell("src_file"),
       "take": cell("take"),
     }
-    entries.append(Entry(ESC50_SPLIT, name, relative(p, src), str(p), (), extra))
-  return Listing(entries, skipped, warnings)
+    out.entries.append(Entry(ESC50_SPLIT, name, relative(p, src), str(p), (), extra))
+  return out
 
 
 def class_names(records) -> dict[int, str]:

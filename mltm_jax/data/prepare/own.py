@@ -99,8 +99,9 @@ def _audio_column(keys: list[str], given: str) -> str:
   raise ValueError(f"no audio path column ({', '.join(AUDIO_COLUMNS)}) in {keys}")
 
 
-def _rows(path: Path, warnings: list[str], skipped: list[Skip]) -> list[dict[str, Any]]:
-  """Rows of one metadata file as dicts (``_line`` = line/row number)."""
+def _rows(path: Path, out: Listing) -> list[dict[str, Any]]:
+  """Rows of one metadata file as dicts (``_line`` = line/row number); bad lines and warnings
+  go to ``out``."""
   if path.suffix == ".jsonl":
     parsed, utf8 = read_jsonl(path)
     rows = []
@@ -108,15 +109,14 @@ def _rows(path: Path, warnings: list[str], skipped: list[Skip]) -> list[dict[str
       if isinstance(value, dict):
         rows.append({**value, "_line": n})
       else:
-        skipped.append(Skip("", f"{path.name}:{n}", "", "bad JSON line", str(value)[:80]))
+        out.skipped.append(Skip("", f"{path.name}:{n}", "", "bad JSON line", str(value)[:80]))
   else:
     header, raw, utf8 = read_csv(path)
     rows = [
       {**{h: (r[i] if i < len(r) else "") for i, h in enumerate(header)}, "_line": n + 2}
       for n, r in enumerate(raw)
     ]
-  if not utf8:
-    warnings.append(f"{path.name}: not valid UTF-8; such fields decoded as cp1252")
+  out.note_utf8(path.name, utf8)
   return rows
 
 
@@ -135,8 +135,8 @@ def read_own(src: str | Path, options: OwnOptions = OwnOptions()) -> Listing:
     FileNotFoundError: no metadata file. ValueError: columns not found.
   """
   src = Path(src).absolute()
-  warnings: list[str] = []
-  skipped: list[Skip] = []
+  out = Listing()
+  warnings, skipped = out.warnings, out.skipped
   if src.is_file():
     files = [(src, None)]
   elif src.is_dir():
@@ -155,7 +155,7 @@ def read_own(src: str | Path, options: OwnOptions = OwnOptions()) -> Listing:
   order: list[tuple[str, str]] = []
   unassigned: list[tuple[str, str]] = []
   for path, file_split in files:
-    rows = _rows(path, warnings, skipped)
+    rows = _rows(path, out)
     if not rows:
       warnings.append(f"{path.name}: no rows")
       continue
@@ -219,7 +219,6 @@ def read_own(src: str | Path, options: OwnOptions = OwnOptions()) -> Listing:
       groups[new] = groups[key]
       usable[new] = usable.pop(key)
 
-  entries: list[Entry] = []
   used: dict[str, str] = {}
   base = src if src.is_dir() else src.parent
   for split in ("train", "val", "test"):
@@ -231,7 +230,7 @@ def read_own(src: str | Path, options: OwnOptions = OwnOptions()) -> Listing:
         continue
       used[key[1]] = split
       extra = {"meta": g["meta"]} if g["meta"] else {}
-      entries.append(
+      out.entries.append(
         Entry(split, name, relative(Path(key[1]), base), key[1], captions, extra, notes)
       )
-  return Listing(entries, skipped, warnings)
+  return out
