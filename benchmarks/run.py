@@ -21,7 +21,7 @@ from pathlib import Path
 
 from absl import app, flags
 
-from benchmarks import (
+from benchmarks.cpu import (
   bench_data,
   bench_eval,
   bench_loss,

@@ -68,7 +68,7 @@ def test_unknown_benchmark_is_one_line_usage_error():
 
 
 def test_towers_tiny_rows_agree(tmp_path):
-  """Cnn10 + a 2-layer BERT, forward + backward, ours vs torch (benchmarks/towers.py)."""
+  """Cnn10 + a 2-layer BERT, forward + backward, ours vs torch (benchmarks/cpu/towers.py)."""
   out_file = tmp_path / "rows.json"
   out = _run("--tiny", "--only=towers", "--runs=1", f"--json={out_file}")
   assert out.returncode == 0, out.stderr[-3000:]

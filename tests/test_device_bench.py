@@ -1,4 +1,4 @@
-"""benchmarks.device_bench (the GPU benchmark) on CPU: --tiny end to end with POT hidden (the GPU
+"""benchmarks.device.bench (the GPU benchmark) on CPU: --tiny end to end with POT hidden (the GPU
 machine has none), the torch Sinkhorn of its reference against POT, the machine record's POT
 version, and its refusal to run without a GPU."""
 
@@ -12,8 +12,8 @@ import numpy as np
 import ot
 import torch
 
-from benchmarks.device_common import Env, machine
-from benchmarks.torch_sinkhorn import torch_sinkhorn
+from benchmarks.device.common import Env, machine
+from benchmarks.references.torch_sinkhorn import torch_sinkhorn
 
 import pytest  # noqa: E402
 
@@ -21,15 +21,15 @@ pytestmark = pytest.mark.slow  # trains, renders or runs CLI subprocesses
 
 REPO = Path(__file__).resolve().parents[1]
 ROWS = "towers_text fp32,towers_audio bf16,step_demo fp32,step_paper fp32"
-# `python -m benchmarks.device_bench` in a process where `import ot` fails.
+# `python -m benchmarks.device.bench` in a process where `import ot` fails.
 WITHOUT_POT = (
   "import runpy, sys; sys.modules['ot'] = None; "
-  "runpy.run_module('benchmarks.device_bench', run_name='__main__', alter_sys=True)"
+  "runpy.run_module('benchmarks.device.bench', run_name='__main__', alter_sys=True)"
 )
 
 
 def _run(*args: str, timeout: float = 180, pot: bool = True) -> subprocess.CompletedProcess:
-  command = ["-m", "benchmarks.device_bench"] if pot else ["-c", WITHOUT_POT]
+  command = ["-m", "benchmarks.device.bench"] if pot else ["-c", WITHOUT_POT]
   return subprocess.run(
     [sys.executable, *command, *args],
     check=False,
@@ -98,5 +98,5 @@ def test_machine_records_pot_version():
 def test_refuses_without_gpu(tmp_path):
   out = _run(f"--out={tmp_path / 'x.json'}", timeout=120)
   assert out.returncode == 2
-  assert out.stderr.strip().splitlines()[-1].startswith("error: benchmarks.device_bench is a GPU")
+  assert out.stderr.strip().splitlines()[-1].startswith("error: benchmarks.device.bench is a GPU")
   assert not (tmp_path / "x.json").exists()

@@ -1,10 +1,11 @@
-"""The train-step rows of the GPU benchmark (benchmarks/device_bench.py): ours vs PyTorch.
+"""The train-step rows of the GPU benchmark (benchmarks/device/bench.py): ours vs PyTorch.
 
 Each row: two steps from the same weights on both sides (their losses: the agreement), then
-the timings, the steps continuing. ``step_demo``: ``Config()``'s step vs benchmarks/torch_demo.py's
-mirror; ``step_paper``: configs/audiocaps_mltm.flags at B = 32 (ResNet38 + BERT-base) vs RefPanns
-+ transformers' BertModel + torch_demo's heads. The reference loss is benchmarks/torch_loss.py's
-``official_loss`` with ``torch_sinkhorn`` (POT's algorithm in torch; POT itself is not needed).
+the timings, the steps continuing. ``step_demo``: ``Config()``'s step vs
+benchmarks/references/torch_demo.py's mirror; ``step_paper``: configs/audiocaps_mltm.flags at
+B = 32 (ResNet38 + BERT-base) vs RefPanns + transformers' BertModel + torch_demo's heads. The
+reference loss is benchmarks/references/torch_loss.py's ``official_loss`` with
+``torch_sinkhorn`` (POT's algorithm in torch; POT itself is not needed).
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ import jax
 import numpy as np
 import torch
 
-from benchmarks.device_common import Env, jax_sync, timed, timing_cells, to_numpy
-from benchmarks.torch_demo import TorchDemoModel, TorchHead, load_from_flax
-from benchmarks.torch_loss import official_loss, project_psd_
-from benchmarks.torch_sinkhorn import torch_sinkhorn
+from benchmarks.device.common import Env, jax_sync, timed, timing_cells, to_numpy
+from benchmarks.references.torch_demo import TorchDemoModel, TorchHead, load_from_flax
+from benchmarks.references.torch_loss import official_loss, project_psd_
+from benchmarks.references.torch_sinkhorn import torch_sinkhorn
 
 STEP_ATOL = 1e-4  # fp32 rows; the others report their gap
-PAPER_FLAGS = Path(__file__).resolve().parent.parent / "configs" / "audiocaps_mltm.flags"
+PAPER_FLAGS = Path(__file__).resolve().parents[2] / "configs" / "audiocaps_mltm.flags"
 PATH_FIELDS = ("dataset", "data_dir", "audio_init", "text_encoder_dir", "workdir")
 
 
@@ -107,7 +108,7 @@ def _step_row(env, name, mode, cfg, ours: JaxTrainStep, ref: TorchTrainStep, inf
 
 
 def demo_step_row(env: Env, mode: str) -> dict:
-  from benchmarks.demo_step import TEXT_FEATURES, TINY_TEXT_FEATURES, bench_config, demo_inputs
+  from benchmarks.cpu.demo_step import TEXT_FEATURES, TINY_TEXT_FEATURES, bench_config, demo_inputs
   from mltm_jax.models.two_tower import build_towers
 
   precision = "bfloat16" if mode == "bf16" else "float32"
@@ -202,8 +203,8 @@ def _head_params(head) -> dict:
 def paper_step_row(env: Env, mode: str) -> dict:
   import transformers
 
-  from benchmarks.torch_panns import RefPanns, panns_state_dict
-  from benchmarks.towers import TINY_BERT, caption_tokens
+  from benchmarks.references.torch_panns import RefPanns, panns_state_dict
+  from benchmarks.cpu.towers import TINY_BERT, caption_tokens
   from mltm_jax.models.hf_bert import load_bert_checkpoint
   from mltm_jax.models.panns_convert import convert_state_dict
   from mltm_jax import model as model_lib

@@ -1,12 +1,13 @@
 """GPU probe: where BERT-base's forward + backward time goes at B=128, by embedding lookup.
 
-`python -m benchmarks.device_bert_probe [--tiny] [--out=FILE]`. For each lookup of
+`python -m benchmarks.device.bert_probe [--tiny] [--out=FILE]`. For each lookup of
 `mltm_jax.models.bert.BertEmbeddings` ("gather": take, scatter-add gradient; "onehot_types":
 token types by a one-hot matrix product; "onehot": words too) and batch (128, then 32), one jitted
 value_and_grad of sum([CLS] * probe) over BERT-base (random weights, [B, 32] tokens, varied
 lengths, dropout off), in bfloat16 compute; at B=128 also float32 for gather and the fastest bf16 lookup.
 Median of 10 synchronised calls after 2 warm-ups; JSON written after every row. Ours only
-(the torch reference is `benchmarks.device_bench`'s towers_text row, `device_towers.TextTower`).
+(the torch reference is `benchmarks.device.bench`'s towers_text row,
+`benchmarks.device.towers.TextTower`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.towers import TINY_BERT, caption_tokens
+from benchmarks.cpu.towers import TINY_BERT, caption_tokens
 from mltm_jax.models.bert import LOOKUPS, BertConfig, BertEncoder
 
 

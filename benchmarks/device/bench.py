@@ -1,6 +1,6 @@
 """GPU benchmark of the paper's towers (issue #3) and the train step (issue #6), ours vs PyTorch.
 
-  python -m benchmarks.device_bench [--out=FILE] [--only=towers,step] [--rows=LABEL,...]
+  python -m benchmarks.device.bench [--out=FILE] [--only=towers,step] [--rows=LABEL,...]
                                     [--budget_s=N] [--tiny]
 
 One process, one GPU shared by JAX and torch (same weights, same inputs). Rows, by priority
@@ -10,14 +10,15 @@ recorded and the next row runs):
   towers_audio  PANNs ResNet38 trunk (no fc1) on log-mels [B, 1001, 64], B = 32: one training
                 forward + backward (train-mode batch norm, dropout and SpecAugment off, loss =
                 sum(embedding * fixed probe), gradients w.r.t. every parameter). Reference:
-                ``benchmarks.torch_panns.RefPanns`` on cuda, its weights converted by
-                ``panns_convert.convert_state_dict`` (as benchmarks/towers.py does on CPU).
+                ``benchmarks.references.torch_panns.RefPanns`` on cuda, its weights converted by
+                ``panns_convert.convert_state_dict`` (as benchmarks/cpu/towers.py does on CPU).
   towers_text   BERT-base (``transformers.BertConfig()``, random weights, dropout 0) on [B, 32]
                 tokens (varied lengths, masked) -> [CLS]; ours reads transformers' weights back
                 through ``hf_bert.load_bert_checkpoint``. B = 32 (and 128 last, if time allows).
   step_demo     the demo train step (``Config()``: temporal_cnn on [128, 251, 64] log-mels +
                 cached text features [128, 384] -> heads -> m-LTM loss -> clip -> Adam -> PSD
-                projection), ours ``make_train_step`` vs the torch mirror of benchmarks/torch_demo.py.
+                projection), ours ``make_train_step`` vs the torch mirror of
+                benchmarks/references/torch_demo.py.
   step_paper    the paper step at B = 32: ResNet38 on 10-s log-mels [32, 1001, 64] + BERT-base
                 fine-tuned on [32, 32] tokens ([CLS]) -> heads 2048|768 -> 2048 -> 1024 -> full-M
                 m-LTM loss (eps 0.05, cost / max) -> clip 2.0 -> Adam 5e-5 -> PSD projection of
@@ -28,10 +29,11 @@ Both step rows run with dropout and SpecAugment OFF on both sides (one compiled 
 row serves the agreement check and the timing; the masks are elementwise work, the same on
 both sides). Our AudioTower does not pass a block dropout to ResNet38 (default 0.1), so the
 paper step builds it with block_dropout 0 (``_no_block_dropout``). The reference's Sinkhorn is
-``benchmarks.torch_sinkhorn.torch_sinkhorn``: POT 0.9.7's ``sinkhorn_knopp`` (what ``ot.sinkhorn``
-runs) line for line in torch (kernel domain, autograd through the iterations, the per-iteration
-numerical check and the every-10-iterations marginal-error stop at stopThr 1e-5, at most 1000
-iterations); POT itself is not installed on the GPU machine, and nothing here imports it.
+``benchmarks.references.torch_sinkhorn.torch_sinkhorn``: POT 0.9.7's ``sinkhorn_knopp`` (what
+``ot.sinkhorn`` runs) line for line in torch (kernel domain, autograd through the iterations,
+the per-iteration numerical check and the every-10-iterations marginal-error stop at stopThr
+1e-5, at most 1000 iterations); POT itself is not installed on the GPU machine, and nothing
+here imports it.
 
 Precision modes (each row names one):
   fp32  JAX ``default_matmul_precision('float32')``; torch TF32 off (matmul and cuDNN).
@@ -44,8 +46,8 @@ torch runs with ``cudnn.benchmark = True`` (its conv autotuning, as XLA autotune
 
 Agreement. towers: the truth is the torch network run once in float64; ``out_err`` = max|y -
 y64| / max|y64| ours/torch, ``grad_err`` the largest over parameters of max|g - g64| / max|g64|
-(benchmarks/towers.py's definition) ours/torch, ``out_diff`` = max|ours - torch| / max|torch|;
-``agree`` when ours <= 2 x torch + slack (as benchmarks/towers.py). steps: the losses of two
+(benchmarks/cpu/towers.py's definition) ours/torch, ``out_diff`` = max|ours - torch| / max|torch|;
+``agree`` when ours <= 2 x torch + slack (as benchmarks/cpu/towers.py). steps: the losses of two
 consecutive steps from the same weights (the second checks gradients, clipping, Adam and the
 projection), ours/torch, ``agree`` when within 1e-4. ``agree`` is judged on fp32 rows only
 (null on bf16 / tf32 rows, whose errors are reported). Timing: two untimed calls (compilation, autotuning), then >= 10
@@ -57,9 +59,10 @@ row; a table on stdout at the end. ``--tiny``: toy shapes on CPU (Cnn10, a 2-lay
 32, small batches; a test of the plumbing, numbers meaningless). Without --tiny the script
 refuses to run unless JAX and torch both see a GPU.
 
-Modules: device_common.py (environment, timing, precision modes, machine record, table),
-device_towers.py (the tower rows), device_steps.py (the step rows), torch_demo.py / torch_loss.py
-/ torch_sinkhorn.py (the torch references); this file plans and runs the rows.
+Modules (benchmarks/device/): common.py (environment, timing, precision modes, machine record,
+table), towers.py (the tower rows), steps.py (the step rows); benchmarks/references/
+torch_demo.py / torch_loss.py / torch_sinkhorn.py (the torch references); this file plans and
+runs the rows.
 """
 
 from __future__ import annotations
@@ -77,7 +80,7 @@ import jax
 import torch
 from absl import app, flags
 
-from benchmarks.device_common import (
+from benchmarks.device.common import (
   RUNS,
   TINY_RUNS,
   Env,
@@ -87,8 +90,8 @@ from benchmarks.device_common import (
   machine,
   precision_mode,
 )
-from benchmarks.device_steps import demo_step_row, paper_step_row
-from benchmarks.device_towers import AudioTower, TextTower
+from benchmarks.device.steps import demo_step_row, paper_step_row
+from benchmarks.device.towers import AudioTower, TextTower
 
 SECTIONS = ("towers", "step")
 
@@ -226,7 +229,7 @@ def main(argv: list[str]) -> None:
     fail(f"--budget_s must be > 0, got {FLAGS.budget_s}")
   if not FLAGS.tiny and (jax.default_backend() != "gpu" or not torch.cuda.is_available()):
     fail(
-      "benchmarks.device_bench is a GPU benchmark: JAX backend is"
+      "benchmarks.device.bench is a GPU benchmark: JAX backend is"
       f" {jax.default_backend()!r}, torch.cuda.is_available() = {torch.cuda.is_available()};"
       " use --tiny for a CPU smoke run"
     )

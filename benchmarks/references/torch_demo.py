@@ -3,7 +3,8 @@
 ``TorchDemoModel(cfg, text_features)`` mirrors ``mltm_jax/models/temporal_cnn.py`` and
 ``heads.py`` (Conv1d with "SAME" padding, BatchNorm, ReLU, dropout, max + mean pooling;
 SpecAugment stripes); ``load_from_flax`` copies our parameters into it. Used by the CPU step
-benchmark (benchmarks/bench_step.py, bench_memory.py) and the GPU one (benchmarks/device_steps.py).
+benchmark (benchmarks/cpu/bench_step.py, bench_memory.py) and the GPU one
+(benchmarks/device/steps.py).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Written here from the PANNs description, with PANNs' module names so that the state dicts look
 like the released checkpoints (the converter `mltm_jax.models.panns_convert` reads them). Used by
-tests/test_panns.py, tests/test_towers_init.py and benchmarks/towers.py.
+tests/test_panns.py, tests/test_towers_init.py and benchmarks/cpu/towers.py.
 
   RefPanns(arch).forward(mel [B, T, F]) -> (pooled embedding [B, C], relu(fc1) [B, C])
 

@@ -3,8 +3,9 @@
 Rows (same weights, same inputs, one process, float32):
   towers_audio  the PANNs ResNet38 trunk (`mltm_jax.models.panns.ResNet38`, without fc1) on
                 log-mels [B, 1001, 64] = 10 s at 32 kHz, hop 320 -> the pooled 2048-d embedding.
-                Reference: `benchmarks.torch_panns.RefPanns("resnet38")` (fc1 unused), its random
-                weights and batch-norm statistics converted by `panns_convert.convert_state_dict`.
+                Reference: `benchmarks.references.torch_panns.RefPanns("resnet38")` (fc1
+                unused), its random weights and batch-norm statistics converted by
+                `panns_convert.convert_state_dict`.
   towers_text   BERT-base (12 layers, 768 hidden, 12 heads, built from a config: random weights,
                 no download) on captions [B, 32] tokens (varied lengths, masked) -> [CLS] vector.
                 Reference: transformers' `BertModel(BertConfig(), add_pooling_layer=False)`; ours
@@ -41,7 +42,7 @@ import numpy as np
 import torch
 
 from benchmarks.timing import Row, Settings
-from benchmarks.torch_panns import RefPanns, panns_state_dict
+from benchmarks.references.torch_panns import RefPanns, panns_state_dict
 from mltm_jax.models.bert import BertEncoder, pool_text
 from mltm_jax.models.hf_bert import load_bert_checkpoint
 from mltm_jax.models.panns import PANNS_MODELS

@@ -1,8 +1,8 @@
 """Benchmark ``memory``: peak host memory of the demo train step vs batch size, ours vs torch.
 
 For each batch size B (``BATCHES``) and side, a fresh process (``python -m
-benchmarks.bench_memory --side=ours|torch --batch=B``) builds the demo step of
-``benchmarks/bench_step.py`` (``Config()`` with ``batch_size=B``; ours: the jit-compiled
+benchmarks.cpu.bench_memory --side=ours|torch --batch=B``) builds the demo step of
+``benchmarks/cpu/bench_step.py`` (``Config()`` with ``batch_size=B``; ours: the jit-compiled
 step, compiled ahead of time; torch: the reference step), records the resident set
 (``baseline``: runtime, weights, batch; ours compiled), resets the kernel's high-water mark
 (``/proc/self/clear_refs``), runs 1 + ``STEPS`` steps (the first allocates the step's
@@ -41,7 +41,7 @@ STEPS = 3
 RAM_BYTES = 24e9
 TIMED_BATCH = 128
 MB = 2.0**20
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _status_kb(key: str) -> int:
@@ -57,7 +57,7 @@ def _reset_peak() -> None:
 
 def measure(side: str, batch: int, tiny: bool, steps: int = STEPS) -> dict:
   """Peak memory of one step of ``side`` ("ours" / "torch") at ``batch``, in this process."""
-  from benchmarks import demo_step
+  from benchmarks.cpu import demo_step
   from benchmarks.timing import blas_threads, block
 
   cfg = demo_step.bench_config(tiny, batch)
@@ -87,8 +87,8 @@ def measure(side: str, batch: int, tiny: bool, steps: int = STEPS) -> dict:
   else:
     import torch
 
-    from benchmarks.bench_step import TorchStep
-    from benchmarks.torch_demo import TorchDemoModel, load_from_flax
+    from benchmarks.cpu.bench_step import TorchStep
+    from benchmarks.references.torch_demo import TorchDemoModel, load_from_flax
 
     model = TorchDemoModel(cfg, text_dim)
     load_from_flax(model, params, stats)
@@ -119,7 +119,7 @@ def _peak(call, threads_ctx, steps: int) -> dict:
 
 def _child(side: str, batch: int) -> dict:
   proc = subprocess.run(
-    [sys.executable, "-m", "benchmarks.bench_memory", f"--side={side}", f"--batch={batch}"],
+    [sys.executable, "-m", "benchmarks.cpu.bench_memory", f"--side={side}", f"--batch={batch}"],
     check=False,
     cwd=REPO,
     capture_output=True,

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The GPU-machine command of benchmarks/device_bench.py, run from the repo root with .whl/
-# carried:   bash benchmarks/device_run.sh [device_bench flags]
+# The GPU-machine command of benchmarks/device/bench.py, run from the repo root with .whl/
+# carried:   bash benchmarks/device/run.sh [benchmarks.device.bench flags]
 # Installs the wheels in .whl/ (flax, optax, ott-jax + jaxopt, librosa and its missing
 # dependencies; the image's jax, torch and transformers are kept) into /tmp/site, prints the
 # devices, runs the benchmark and writes $OUT/device_bench.json and $OUT/device_bench.log.
@@ -22,5 +22,5 @@ print("jax", jax.__version__, jax.devices(), "| flax", flax.__version__, "| opta
 optax.__version__, "| ott", ott.__version__, "| librosa", librosa.__version__, "| numba",
 numba.__version__, "| numpy", numpy.__version__, "| torch", torch.__version__,
 torch.cuda.get_device_name() if torch.cuda.is_available() else "no cuda")' || true
-python3 -m benchmarks.device_bench --out="$OUT/device_bench.json" "$@" 2>&1 \
+python3 -m benchmarks.device.bench --out="$OUT/device_bench.json" "$@" 2>&1 \
   | tee "$OUT/device_bench.log"

@@ -7,10 +7,10 @@ full-M m-LTM loss (cost / max, eps 0.05, balanced Sinkhorn) -> gradient-norm cli
 
 Ours: ``mltm_jax.train.step.make_train_step`` (one XLA program, state donated, steps
 chained as in training), with the BLAS thread limit a training run sets
-(``launch.runtime``). Reference: benchmarks/torch_demo.py's torch modules mirroring
+(``launch.runtime``). Reference: benchmarks/references/torch_demo.py's torch modules mirroring
 ``mltm_jax/models/temporal_cnn.py`` and ``heads.py`` (Conv1d with "SAME" padding, BatchNorm,
 ReLU, dropout, max + mean pooling; SpecAugment stripes), and the loss as the official code
-computes it (benchmarks/torch_loss.py): the [B, B, D] differences times the full M
+computes it (benchmarks/references/torch_loss.py): the [B, B, D] differences times the full M
 (``official_cost``), divided by its max, POT ``ot.sinkhorn`` (torch backend, kernel domain,
 autograd through the iterations), ``-mean(log diag P)``, ``backward()``,
 ``clip_grad_norm_(2.0)``, Adam, and M <- V max(w, 0) V^T (``torch.linalg.eigh``). POT's
@@ -31,7 +31,7 @@ from __future__ import annotations
 import ot
 import torch
 
-from benchmarks.demo_step import (
+from benchmarks.cpu.demo_step import (
   TEXT_FEATURES,
   TINY_TEXT_FEATURES,
   OursStep,
@@ -39,8 +39,8 @@ from benchmarks.demo_step import (
   demo_inputs,
 )
 from benchmarks.timing import Row, Settings, blas_threads
-from benchmarks.torch_demo import TorchDemoModel, load_from_flax
-from benchmarks.torch_loss import POT_STOP_THR, official_loss, project_psd_
+from benchmarks.references.torch_demo import TorchDemoModel, load_from_flax
+from benchmarks.references.torch_loss import POT_STOP_THR, official_loss, project_psd_
 from mltm_jax.config import Config
 
 LOSS_ATOL = 1e-4

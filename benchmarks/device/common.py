@@ -1,4 +1,4 @@
-"""Plumbing of the GPU benchmark (benchmarks/device_bench.py): the run's environment, timing,
+"""Plumbing of the GPU benchmark (benchmarks/device/bench.py): the run's environment, timing,
 precision modes, error measures, the machine record and the table of results."""
 
 from __future__ import annotations
@@ -158,7 +158,9 @@ def machine(env: Env) -> dict:
     "torch": torch.__version__,
     "torch_device": torch.cuda.get_device_name() if env.device.type == "cuda" else "cpu",
     "pot": importlib.metadata.version("POT") if importlib.util.find_spec("ot") else None,
-    "reference_sinkhorn": "benchmarks.torch_sinkhorn.torch_sinkhorn (POT 0.9.7 sinkhorn_knopp)",
+    "reference_sinkhorn": (
+      "benchmarks.references.torch_sinkhorn.torch_sinkhorn (POT 0.9.7 sinkhorn_knopp)"
+    ),
     "tiny": env.tiny,
     "budget_s": env.budget_s,
   }

@@ -1,7 +1,8 @@
-"""The tower rows of the GPU benchmark (benchmarks/device_bench.py): ours vs torch, one
+"""The tower rows of the GPU benchmark (benchmarks/device/bench.py): ours vs torch, one
 train-mode forward + backward, judged against the torch network run in float64.
 
-``AudioTower``: the PANNs trunk (ResNet38; tiny: Cnn10) vs ``benchmarks.torch_panns.RefPanns``.
+``AudioTower``: the PANNs trunk (ResNet38; tiny: Cnn10) vs
+``benchmarks.references.torch_panns.RefPanns``.
 ``TextTower``: BERT (base; tiny: 2 x 32) vs ``transformers.BertModel``.
 """
 
@@ -18,14 +19,14 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-from benchmarks.device_common import Env, jax_sync, rel_error, timed, timing_cells, to_numpy
+from benchmarks.device.common import Env, jax_sync, rel_error, timed, timing_cells, to_numpy
 
 
 def _tower_agreement(mode, outs, ours_grads, ref_grads, truth_grads) -> dict:
   """out_err / grad_err (ours, torch) against the float64 truth, out_diff, and ``agree`` (fp32
-  rows: ours within benchmarks/towers.py's factor + slack of torch; else None).
+  rows: ours within benchmarks/cpu/towers.py's factor + slack of torch; else None).
   ``outs`` = (ours, torch, float64) outputs; gradients as trees of our layout."""
-  from benchmarks.towers import FACTOR, GRAD_SLACK, OUT_SLACK, _grad_error
+  from benchmarks.cpu.towers import FACTOR, GRAD_SLACK, OUT_SLACK, _grad_error
 
   ours_out, ref_out, out64 = outs
   o_err, r_err = rel_error(ours_out, out64), rel_error(ref_out, out64)
@@ -62,7 +63,7 @@ class AudioTower:
   """ResNet38 (tiny: Cnn10) trunk, torch reference and its float64 truth, built once."""
 
   def __init__(self, env: Env):
-    from benchmarks.torch_panns import RefPanns, panns_state_dict
+    from benchmarks.references.torch_panns import RefPanns, panns_state_dict
     from mltm_jax.models.panns_convert import convert_state_dict
 
     self.env = env
@@ -162,7 +163,7 @@ class TextTower:
   def __init__(self, env: Env):
     import transformers
 
-    from benchmarks.towers import TINY_BERT
+    from benchmarks.cpu.towers import TINY_BERT
     from mltm_jax.models.hf_bert import load_bert_checkpoint
 
     self.env = env
@@ -191,7 +192,7 @@ class TextTower:
       return load_bert_checkpoint(tmp)[1]
 
   def inputs(self, batch: int):
-    from benchmarks.towers import caption_tokens
+    from benchmarks.cpu.towers import caption_tokens
 
     ids, mask, types_ = caption_tokens(batch, self.length, self.bert_cfg.vocab_size)
     probe = np.random.default_rng(1).normal(size=(batch, self.bert_cfg.hidden_size))

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import ot
 import torch
 
-from benchmarks.bench_loss import (
+from benchmarks.cpu.bench_loss import (
   EPS,
   GRAD_RTOL,
   LOSS_ATOL,
@@ -32,7 +32,7 @@ from benchmarks.bench_loss import (
   make_pairs,
 )
 from benchmarks.timing import Row, Settings
-from benchmarks.torch_loss import official_cost
+from benchmarks.references.torch_loss import official_cost
 from mltm_jax import metric as metric_lib
 from mltm_jax.losses.mltm import mltm_loss
 

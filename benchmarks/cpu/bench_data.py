@@ -3,7 +3,7 @@
 For each N, a prepared dataset of N 10 s clips (int16, 16 kHz, shards of 128 clips, the
 ``launch.prepare`` format; noise waveforms, one caption each) is written once under ``--dir``
 (the largest N; smaller N are views of its first clips), and a fresh process
-(``python -m benchmarks.bench_data --child``) runs the training input pipeline of a paper-config
+(``python -m benchmarks.cpu.bench_data --child``) runs the training input pipeline of a paper-config
 run (``TrainBatches`` of mltm_jax.data.input_pipeline: batch 256, random 10 s crops, caption
 features gathered, batches put on the device mesh by a grain thread pool) for ``STEPS`` steps,
 with the train step stubbed out (each batch is waited for on the device and dropped): it
@@ -46,7 +46,7 @@ BATCH, TINY_BATCH = 256, 8
 STEPS, TINY_STEPS = 40, 4
 SHARD = 128
 MB = 2.0**20
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_bench_dir", None, "Where the data benchmark writes its dataset.")
@@ -155,7 +155,7 @@ def child(root: Path, side: str, seconds: float, batch: int, steps: int) -> dict
 
 
 def _run_child(root: Path, side: str, seconds: float, batch: int, steps: int) -> dict:
-  cmd = [sys.executable, "-m", "benchmarks.bench_data", f"--root={root}", f"--side={side}",
+  cmd = [sys.executable, "-m", "benchmarks.cpu.bench_data", f"--root={root}", f"--side={side}",
          f"--seconds={seconds}", f"--batch={batch}", f"--steps={steps}"]
   res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=3600)
   if res.returncode != 0:

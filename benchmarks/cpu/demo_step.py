@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from benchmarks.bench_psd import step_config
+from benchmarks.cpu.bench_psd import step_config
 from mltm_jax.config import Config
 from mltm_jax.models.two_tower import build_towers
 from mltm_jax import model as model_lib

@@ -33,12 +33,13 @@ import jax
 import numpy as np
 import ot
 
-from benchmarks.bench_loss import make_metric
+from benchmarks.cpu.bench_loss import make_metric
 from benchmarks.timing import Row, Settings, blas_threads
 from mltm_jax.evaluation.distance_ranks import distance_ranks
 from mltm_jax.evaluation.evaluate import cost_matrix
-from mltm_jax.evaluation.plan_ranking import KERNEL_MAX_EXPONENT, sinkhorn_log_plans_both
+from mltm_jax.evaluation.plan_ranking import sinkhorn_log_plans_both
 from mltm_jax.evaluation.retrieval import retrieval_metrics, split_metrics
+from mltm_jax.ot import KERNEL_MAX_EXPONENT_FLOAT64
 
 CAPTIONS_PER_CLIP = 5
 NUM_CLIPS = 1045  # Clotho v2 evaluation split
@@ -189,7 +190,7 @@ def run(settings: Settings) -> list[Row]:
         kappa=round(ours_metrics["kappa"], 3),
       )
     else:
-      kernel = 1.0 / PLAN_EPS <= KERNEL_MAX_EXPONENT["float64"]  # cost / max <= 1
+      kernel = 1.0 / PLAN_EPS <= KERNEL_MAX_EXPONENT_FLOAT64  # cost / max <= 1
       params.update(eps=PLAN_EPS, iterations=PLAN_ITERATIONS, domain="kernel" if kernel else "log")
     rows.append(Row(name, params, ours_t, ref_t, diff <= 1e-9))
   return rows

@@ -1,8 +1,8 @@
 """The official m-LTM loss and PSD projection in torch (the references' side), POT-free.
 
-The Sinkhorn solver is an argument: ``ot.sinkhorn`` (POT, benchmarks/bench_step.py on CPU) or
-``benchmarks.torch_sinkhorn.torch_sinkhorn`` (its torch copy, the GPU benchmark), so this module
-imports on a machine without POT.
+The Sinkhorn solver is an argument: ``ot.sinkhorn`` (POT, benchmarks/cpu/bench_step.py on
+CPU) or ``benchmarks.references.torch_sinkhorn.torch_sinkhorn`` (its torch copy, the GPU
+benchmark), so this module imports on a machine without POT.
 """
 
 from __future__ import annotations

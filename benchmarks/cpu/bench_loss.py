@@ -35,7 +35,7 @@ import ot
 import torch
 
 from benchmarks.timing import Row, Settings
-from benchmarks.torch_loss import official_cost
+from benchmarks.references.torch_loss import official_cost
 from mltm_jax import metric as metric_lib
 from mltm_jax.losses.mltm import mltm_loss
 
