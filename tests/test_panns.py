@@ -1,8 +1,8 @@
 """PANNs Cnn10 / Cnn14 / ResNet38 and their checkpoint converter.
 
 Reference: the three architectures written in PyTorch from the PANNs description (Kong et al.
-2020) in benchmarks/torch_panns.py, with PANNs' module names so that their state dicts look like
-the released checkpoints. Random weights and batch-norm statistics go through the converter into our Flax
+2020) in benchmarks/references/torch_panns.py, with PANNs' module names so that their state
+dicts look like the released checkpoints. Random weights and batch-norm statistics go through the converter into our Flax
 models, which must reproduce the PyTorch outputs.
 """
 
@@ -18,7 +18,7 @@ import pytest
 import torch
 import torch.nn as tnn
 
-from benchmarks.torch_panns import RefPanns, panns_state_dict, random_reference
+from benchmarks.references.torch_panns import RefPanns, panns_state_dict, random_reference
 from mltm_jax.models.panns import PANNS_MODELS
 from mltm_jax.models.panns_convert import (
   convert_state_dict,
