@@ -57,8 +57,14 @@ def main(argv):
     )
     print(format_metrics_table({**final[other], "rank_by": other[3:]}))
     print(f"wall time {final['wall_seconds']:.0f} s; results in {cfg.workdir}/final_metrics.json")
+  from mltm_jax.train.preemption import ignore_sigterm_from_now
+
+  ignore_sigterm_from_now()  # done (finished or checkpointed): exit 0 whatever comes now
 
 
 if __name__ == "__main__":
+  from mltm_jax.train.preemption import Preemption
+
+  Preemption.install()  # before JAX and the data: a SIGTERM from now on exits cleanly
   logging.getLogger("absl").setLevel(logging.WARNING)
   app.run(main)

@@ -13,13 +13,27 @@ from typing import Any
 
 LOSSES = ("mltm", "triplet", "ranking", "contrastive", "entropic_contrastive")
 OT_VARIANTS = ("balanced", "partial", "unbalanced")
+OT_SOLVERS = ("ott", "native")
+PARTIAL_OT_SOLVERS = ("native",)  # ott-jax has no partial-OT solver
 METRICS = ("full", "diagonal", "identity", "lowrank")
+METRIC_INITS = ("identity", "official")
 DATASETS = ("synthcaps", "clotho", "prepared")
 AUDIO_ENCODERS = ("temporal_cnn", "small_cnn", "cnn10", "cnn14", "resnet38")
 PANNS_ENCODERS = ("cnn10", "cnn14", "resnet38")
 POOLINGS = ("mean", "cls")
 RANK_BY = ("distance", "plan")
 PRECISIONS = ("float32", "bfloat16")
+
+
+def upgrade_saved(raw: dict[str, Any]) -> dict[str, Any]:
+  """A saved config.json's values as a run of this version reads them.
+
+  Runs written before --ot_solver applied to partial OT hold ot_solver='ott' with
+  ot='partial'; they ran the native solver (the only partial one), which this records.
+  """
+  if raw.get("ot") == "partial" and raw.get("ot_solver") not in PARTIAL_OT_SOLVERS:
+    return {**raw, "ot_solver": PARTIAL_OT_SOLVERS[0]}
+  return raw
 
 
 def _f(default: Any, help_text: str, choices: tuple[str, ...] | None = None):
@@ -109,7 +123,7 @@ class Config:
   metric_init: str = _f(
     "identity",
     "Start of M: identity or official ((A+A^T)/2+I, projected).",
-    ("identity", "official"),
+    METRIC_INITS,
   )
   psd_every: int = _f(1, "Project M onto the PSD cone every k optimizer updates.")
   # Loss.
@@ -122,9 +136,9 @@ class Config:
   tau: float = _f(0.9, "Marginal relaxation tau of unbalanced OT (1 = balanced).")
   ot_solver: str = _f(
     "ott",
-    "Sinkhorn of balanced/unbalanced m-LTM: ott (ott-jax, unrolled "
-    "differentiation) or native (ours, custom backward pass; faster).",
-    ("ott", "native"),
+    "OT solver of m-LTM: ott (ott-jax's Sinkhorn, unrolled differentiation; balanced and "
+    "unbalanced only: ott-jax has no partial OT) or native (ours, custom backward pass; faster).",
+    OT_SOLVERS,
   )
   normalize_cost: bool = _f(True, "Divide the batch cost by its maximum (official code).")
   margin: float = _f(0.2, "Margin of the triplet and ranking losses.")
@@ -206,7 +220,7 @@ class Config:
   def from_json(cls, path: str | Path) -> "Config":
     raw = json.loads(Path(path).read_text())
     known = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in raw.items() if k in known})
+    return cls(**{k: v for k, v in upgrade_saved(raw).items() if k in known})
 
   def with_epochs(self, num_pairs: int) -> "Config":
     """--num_epochs / --lr_decay_epochs turned into steps, for num_pairs training pairs.
@@ -327,6 +341,11 @@ class Config:
       out.append("--workdir must not be empty")
     if self.metric_rank and self.metric != "lowrank":
       out.append(f"--metric_rank={self.metric_rank} needs --metric=lowrank, got {self.metric!r}")
+    if self.loss == "mltm" and self.ot == "partial" and self.ot_solver not in PARTIAL_OT_SOLVERS:
+      out.append(
+        f"--ot_solver={self.ot_solver} has no partial OT (ott-jax has none); --ot=partial "
+        f"needs --ot_solver={' or '.join(PARTIAL_OT_SOLVERS)}"
+      )
     if self.learn_temperature and self.loss != "contrastive":
       out.append(f"--learn_temperature needs --loss=contrastive, got {self.loss!r}")
     if self.clip_samples < self.n_fft > 0:

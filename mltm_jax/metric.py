@@ -21,7 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-METRIC_KINDS = ("full", "diagonal", "identity", "lowrank")
+from mltm_jax.config import METRIC_INITS
+from mltm_jax.config import METRICS as METRIC_KINDS
+
 Params = dict[str, jax.Array]
 
 
@@ -49,8 +51,8 @@ def init_metric(
   """
   if kind not in METRIC_KINDS:
     raise ValueError(f"unknown metric kind {kind!r}; expected one of {METRIC_KINDS}")
-  if init not in ("identity", "official"):
-    raise ValueError(f"unknown metric init {init!r}; expected 'identity' or 'official'")
+  if init not in METRIC_INITS:
+    raise ValueError(f"unknown metric init {init!r}; expected one of {METRIC_INITS}")
   if kind == "identity":
     return {}
   if init == "official":

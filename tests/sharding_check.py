@@ -31,6 +31,7 @@ def main(loss: str, ot: str) -> None:
     batch_size=32,
     loss=loss,
     ot=ot,
+    ot_solver="native" if ot == "partial" else "ott",
     num_steps=10,
     dropout=0.0,
   )

@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 DIRS = ("t2a", "a2t")
 KEYS = ("R@1", "R@5", "R@10", "mAP@10")
 # What a cell may change; everything else (data, towers, steps, seeds) is shared.
-LOSS_FIELDS = {"loss", "metric", "ot", "eps", "noise_p"}
+LOSS_FIELDS = {"loss", "metric", "ot", "ot_solver", "eps", "noise_p"}
 
 
 def test_grid_holds_every_claim_cell_once_with_shared_setup():

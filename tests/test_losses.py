@@ -1,4 +1,4 @@
-"""Tests of mltm_jax.losses.{ot, mltm, baselines} against POT and PyTorch.
+"""Tests of mltm_jax.ot and mltm_jax.losses.{mltm, baselines} against POT and PyTorch.
 
 References are independent: POT (float64 numpy, and its torch backend for
 autograd through its own solvers), hand-written PyTorch losses, and
@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from mltm_jax.losses import baselines
-from mltm_jax.losses import ot as ot_lib
+from mltm_jax import ot as ot_lib
 from mltm_jax.losses.mltm import mltm_loss
 
 warnings.filterwarnings("ignore", message=".*did not converge.*")

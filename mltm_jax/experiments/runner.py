@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mltm_jax.config import Config
+from mltm_jax.config import Config, upgrade_saved
 from mltm_jax.experiments.claims import IGNORED_FIELDS, Cell, Grid, cell_config
 
 FINAL = "final_metrics.json"
@@ -76,7 +76,7 @@ def _check_same_config(workdir: Path, cfg: Config) -> None:
   path = workdir / "config.json"
   if not path.is_file():
     return
-  old = json.loads(path.read_text())
+  old = upgrade_saved(json.loads(path.read_text()))
   new = json.loads(cfg.to_json())
   changed = sorted(k for k in new if k not in IGNORED_FIELDS and old.get(k, new[k]) != new[k])
   if changed:

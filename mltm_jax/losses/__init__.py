@@ -44,7 +44,6 @@ def batch_loss(
   if cfg.loss in ("mltm", "entropic_contrastive"):
     cost = metric_lib.mahalanobis(audio, text, metric_params, cfg.effective_metric)
     if cfg.loss == "mltm":
-      solver = {} if cfg.ot == "partial" else {"solver": cfg.ot_solver}
       loss, aux = mltm_loss(
         cost,
         eps=cfg.eps,
@@ -52,7 +51,7 @@ def batch_loss(
         mass=cfg.mass,
         tau=cfg.tau,
         normalize_max=cfg.normalize_cost,
-        **solver,
+        solver=cfg.ot_solver,  # partial OT: 'native' only (Config.problems refuses 'ott')
       )
       return loss, {k: jnp.asarray(v, jnp.float32) for k, v in aux.items()}
     return entropic_infonce(cost, cfg.eps, normalize_max=cfg.normalize_cost), {}

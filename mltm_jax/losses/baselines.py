@@ -12,6 +12,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from mltm_jax.ot.costs import normalize_cost_max
+
 __all__ = [
   "bidirectional_ranking",
   "entropic_infonce",
@@ -157,6 +159,5 @@ def entropic_infonce(
   """
   _check_square(cost, "entropic_infonce", "cost")
   if normalize_max:
-    cmax = jnp.max(cost)
-    cost = cost / jnp.where(cmax > 0, cmax, jnp.ones_like(cmax))
+    cost = normalize_cost_max(cost)
   return _diag_cross_entropy(-cost / eps)

@@ -14,21 +14,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from mltm_jax.losses import ot as ot_lib
+from mltm_jax import ot as ot_lib
+from mltm_jax.config import OT_VARIANTS
 
-__all__ = ["VARIANTS", "mltm_loss", "normalize_cost_max"]
-
-VARIANTS = ("balanced", "partial", "unbalanced")
-
-
-def normalize_cost_max(cost: jax.Array) -> jax.Array:
-  """``cost / max(cost)``, float ``[B, B']``; the gradient flows through the max.
-
-  An all-non-positive cost (e.g. all zeros) is returned unscaled, so the
-  result and its gradient stay finite.
-  """
-  cmax = jnp.max(cost)
-  return cost / jnp.where(cmax > 0, cmax, jnp.ones_like(cmax))
+__all__ = ["mltm_loss"]
 
 
 def mltm_loss(
@@ -54,11 +43,11 @@ def mltm_loss(
       (``rho = eps tau / (1 - tau)``; POT's ``reg_m = rho``).
     normalize_max: divide the cost by its maximum first (the official code's
       behaviour; the gradient flows through the max).
-    **solver_options: passed to :func:`mltm_jax.losses.ot.solve_balanced`
+    **solver_options: passed to :func:`mltm_jax.ot.solve_balanced`
       (``threshold``, ``min_iterations``, ``max_iterations``,
       ``inner_iterations``, ``domain``, ``solver``, ``differentiation``) or,
-      for ``'partial'``, :func:`mltm_jax.losses.ot.solve_partial`
-      (``num_iterations``, ``domain``).
+      for ``'partial'``, :func:`mltm_jax.ot.solve_partial`
+      (``num_iterations``, ``domain``, ``solver``: ``'native'`` only).
 
   Returns:
     ``(loss, aux)``: ``loss`` a float scalar; ``aux`` a dict of gradient-free
@@ -71,11 +60,11 @@ def mltm_loss(
     raise ValueError(
       f"mltm_loss: cost must be a non-empty square [B, B] matrix, got shape {cost.shape}"
     )
-  if variant not in VARIANTS:
-    raise ValueError(f"mltm_loss: variant must be one of {VARIANTS}, got {variant!r}")
+  if variant not in OT_VARIANTS:
+    raise ValueError(f"mltm_loss: variant must be one of {OT_VARIANTS}, got {variant!r}")
   cost_max = jnp.max(cost)
   if normalize_max:
-    cost = normalize_cost_max(cost)
+    cost = ot_lib.normalize_cost_max(cost)
   try:
     if variant == "balanced":
       result = ot_lib.solve_balanced(cost, eps, **solver_options)

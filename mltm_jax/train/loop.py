@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import time
 from pathlib import Path
 
 import jax
-import numpy as np
 from tqdm.auto import tqdm
 
 from mltm_jax.config import Config
@@ -18,42 +16,13 @@ from mltm_jax.data.input_pipeline import TrainBatches
 from mltm_jax.evaluation.evaluate import retrieval_report, selection_score
 from mltm_jax.train.checkpoint import Checkpoints
 from mltm_jax.train.metrics_writer import MetricsWriter
+from mltm_jax.train.preemption import Preemption
 from mltm_jax.data.splits import load
 from mltm_jax.model import build_model, check_audio_init
 from mltm_jax.run_dir import RunDir
 from mltm_jax.sharding import to_global
 from mltm_jax.train.state import init_state, make_optimizer
 from mltm_jax.train.step import make_train_step
-
-
-class _Preemption:
-  """SIGTERM sets a flag; the loop then saves a checkpoint and returns cleanly.
-
-  With several processes they must stop at the same step (checkpoint saves are collective):
-  every ``sync_every`` steps they all-gather their flags and stop if any process got SIGTERM.
-  """
-
-  def __init__(self, sync_every: int = 10):
-    self.requested = False
-    self.sync_every = sync_every
-    try:
-      signal.signal(signal.SIGTERM, self._handle)
-    except ValueError:  # not in the main thread
-      pass
-
-  def _handle(self, signum, frame):
-    del signum, frame
-    self.requested = True
-
-  def stop(self, done: int, last: int) -> bool:
-    """Whether to checkpoint and return after step ``done`` (``last``: the final step)."""
-    if jax.process_count() == 1:
-      return self.requested
-    if done % self.sync_every and done != last:
-      return False
-    from jax.experimental import multihost_utils
-
-    return bool(np.any(multihost_utils.process_allgather(np.int32(self.requested))))
 
 
 def log_skipped(step: int, skipped: int, logged: int) -> int:
@@ -91,6 +60,7 @@ def train_and_evaluate(cfg: Config) -> dict:
   Returns the final metrics (also written to WORKDIR/final_metrics.json).
   """
   t_start = time.time()
+  preempt = Preemption.install()  # SIGTERM from here on: stop cleanly (see preemption.py)
   check_audio_init(cfg)  # a mismatched --audio_init fails before any file or data work
   run_dir = RunDir(cfg.workdir)
   workdir = run_dir.path
@@ -144,7 +114,6 @@ def train_and_evaluate(cfg: Config) -> dict:
 
   train_step = make_train_step(cfg, model.audio_tower, model.text_tower, tx, model.mesh)
   writer = MetricsWriter(workdir)
-  preempt = _Preemption()
 
   def validate(step: int) -> None:
     nonlocal best
@@ -173,6 +142,8 @@ def train_and_evaluate(cfg: Config) -> dict:
     disable=not cfg.progress or not main_process,
   )
   t_log = time.time()
+  if start < cfg.num_steps and preempt.stop(start, cfg.num_steps):  # SIGTERM in start-up
+    return preempt.shutdown(ckpts, start, None, writer, bar)  # nothing new to save
   batches = batches_of.iterate(start, cfg.num_steps, put=lambda b: to_global(model.mesh, b))
   for step in range(start, cfg.num_steps):
     state, metrics = train_step(state, next(batches))
@@ -196,15 +167,8 @@ def train_and_evaluate(cfg: Config) -> dict:
     if done % cfg.eval_every == 0 or done == cfg.num_steps:
       validate(done)
       ckpts.save_latest(done, state, force=True)
-    if preempt.stop(done, cfg.num_steps):
-      batches.close()  # the input threads stop before anything else is torn down
-      ckpts.save_latest(done, state, force=True)  # no-op if this step was just saved
-      ckpts.wait()
-      ckpts.close()
-      writer.close()
-      bar.close()
-      logging.warning("SIGTERM: checkpoint saved at step %d; exiting", done)
-      return {}
+    if preempt.stop(done, cfg.num_steps):  # checkpoint of this step, then return {}
+      return preempt.shutdown(ckpts, done, state, batches, writer, bar)
   bar.close()
   if start >= cfg.num_steps and best["score"] < 0:
     validate(start)
