@@ -11,10 +11,9 @@ from __future__ import annotations
 import concurrent.futures as futures
 import dataclasses
 import logging
-import queue
 import threading
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -284,34 +283,3 @@ def host_slice(global_size: int, process_index: int, process_count: int) -> slic
     raise ValueError(f"batch size {global_size} is not divisible by {process_count} hosts")
   per = global_size // process_count
   return slice(process_index * per, (process_index + 1) * per)
-
-
-def prefetch(make: Callable[[int], Any], steps: range, depth: int = 2) -> Iterator[Any]:
-  """Yields make(s) for s in steps, computed ``depth`` ahead in a thread."""
-  q: queue.Queue = queue.Queue(maxsize=depth)
-  stop = threading.Event()
-
-  def worker():
-    try:
-      for s in steps:
-        if stop.is_set():
-          return
-        q.put((s, make(s)))
-    except BaseException as e:  # surfaced in the consumer
-      q.put((None, e))
-    q.put((None, None))
-
-  t = threading.Thread(target=worker, daemon=True)
-  t.start()
-  try:
-    while True:
-      s, item = q.get()
-      if s is None:
-        if isinstance(item, BaseException):
-          raise item
-        return
-      yield item
-  finally:
-    stop.set()
-    while not q.empty():
-      q.get_nowait()

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from mltm_jax.experiments.claims import Grid
+from mltm_jax.experiments.verdicts import _agreeing, _verdict, chance_r10
 from mltm_jax.experiments.plots import plot_embeddings, plot_gap, plot_r1_lines
 from mltm_jax.experiments.runner import CELL_INFO, EMBEDDINGS, FINAL
 
@@ -150,16 +151,6 @@ def eps_table(grid: Grid, res: Results, method: str, n: int) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- claims
-def _verdict(diffs: list[float]) -> str:
-  if not diffs:
-    return "not measured"
-  if all(d > 0 for d in diffs):
-    return "holds"
-  if all(d <= 0 for d in diffs):
-    return "does not hold"
-  return "mixed"
-
-
 def _r1_diffs(res: Results, a: str, b: str) -> tuple[list[str], list[float]]:
   """Cells "a - b" of mean R@1 for (distance, plan) x (t2a, a2t), and the numbers."""
   texts, nums = [], []
@@ -189,21 +180,6 @@ def paired_r1_diffs(
     for m in METHODS
     for d in DIRECTIONS
   ]
-
-
-def _agreeing(diffs: list[float]) -> str:
-  return f"{sum(d > 0 for d in diffs)}/{len(diffs)}" if diffs else "—"
-
-
-def chance_r10(n_clips: int, captions_per_clip: int = 5) -> dict[str, float]:
-  """Expected R@10 (%) of a random ranking of a split of n_clips clips with
-  captions_per_clip captions each: T2A 10 / N; A2T 1 - P(none of the clip's captions is among
-  the first 10 of the N * k)."""
-  n_caps = n_clips * captions_per_clip
-  miss = 1.0
-  for j in range(min(10, n_caps)):
-    miss *= max(0.0, 1.0 - captions_per_clip / (n_caps - j))
-  return {"t2a": 100.0 * min(1.0, 10.0 / n_clips), "a2t": 100.0 * (1.0 - miss)}
 
 
 def failed_cells(grid: Grid, res: Results) -> dict[str, str]:

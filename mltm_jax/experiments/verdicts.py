@@ -1,0 +1,30 @@
+"""The claims report's verdict rules: signs of differences, per-seed agreement, chance R@10."""
+
+from __future__ import annotations
+
+__all__ = ["chance_r10"]
+
+
+def _verdict(diffs: list[float]) -> str:
+  if not diffs:
+    return "not measured"
+  if all(d > 0 for d in diffs):
+    return "holds"
+  if all(d <= 0 for d in diffs):
+    return "does not hold"
+  return "mixed"
+
+
+def _agreeing(diffs: list[float]) -> str:
+  return f"{sum(d > 0 for d in diffs)}/{len(diffs)}" if diffs else "—"
+
+
+def chance_r10(n_clips: int, captions_per_clip: int = 5) -> dict[str, float]:
+  """Expected R@10 (%) of a random ranking of a split of n_clips clips with
+  captions_per_clip captions each: T2A 10 / N; A2T 1 - P(none of the clip's captions is among
+  the first 10 of the N * k)."""
+  n_caps = n_clips * captions_per_clip
+  miss = 1.0
+  for j in range(min(10, n_caps)):
+    miss *= max(0.0, 1.0 - captions_per_clip / (n_caps - j))
+  return {"t2a": 100.0 * min(1.0, 10.0 / n_clips), "a2t": 100.0 * (1.0 - miss)}
