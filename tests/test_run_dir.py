@@ -12,22 +12,12 @@ from mltm_jax.model import build_model
 from mltm_jax.run_dir import RunDir
 from mltm_jax.train.checkpoint import Checkpoints
 from mltm_jax.train.state import create_state, init_state, make_optimizer
+from tests.test_chunking import tiny_model_config
 
 
 def _config(workdir) -> Config:
-  return Config(
-    sample_rate=8000,
-    clip_seconds=1.0,
-    n_fft=256,
-    hop_length=128,
-    fmax=4000.0,
-    cnn_channels="16,16",
-    embed_dim=16,
-    head_hidden=32,
-    eval_batch_size=8,
-    progress=False,
-    workdir=str(workdir),
-  )
+  """test_chunking's tiny model, with a run directory."""
+  return tiny_model_config(precompute_mel=True).replace(workdir=str(workdir))
 
 
 def _per_module_optimizer() -> optax.GradientTransformation:

@@ -200,33 +200,12 @@ class ShardStore(ClipStore):
         self._fds[k] = os.open(path, os.O_RDONLY)
       return (self._fds[k], *self._layouts[k])
 
-  def _read_source(self, i: int, start: int, size: int) -> np.ndarray:
-    """float32 samples [start, start + size) of clip i at the prepared rate."""
-    k = int(self.shard[i])
-    fd, data_offset, dtype, total = self._fd(k)
-    first = int(self.offset[i]) + start
-    if first + size > total:
-      raise ValueError(f"{self.shard_files[k]}: shorter than its records (corrupt?)")
-    nbytes = size * dtype.itemsize
-    raw = os.pread(fd, nbytes, data_offset + first * dtype.itemsize)
-    if len(raw) != nbytes:
-      raise ValueError(f"{self.shard_files[k]}: short read (truncated file?)")
-    a = np.frombuffer(raw, dtype)
-    scale = self.scale[i]
-    if a.dtype == np.float32 and scale == 1.0:
-      return a
-    return a.astype(np.float32) * scale
-
-  def _read_window(self, i: int, start: int, size: int) -> np.ndarray:
-    if self.source_rate == self.sample_rate:
-      return self._read_source(i, start, size)
-    return self._read_full(i)[start : start + size]
-
-  def _read_into(self, i: int, start: int, size: int, out: np.ndarray) -> None:
-    """Same-rate reads go straight from the file into ``out`` (float32 shards) or through one
-    int16 scratch buffer per thread (one conversion pass, scale included)."""
-    if self.source_rate != self.sample_rate or size == 0:
-      return super()._read_into(i, start, size, out)
+  def _read_source_into(self, i: int, start: int, size: int, out: np.ndarray) -> None:
+    """Samples [start, start + size) of clip i at the prepared rate into out[:size]: straight
+    from the file (float32 shards) or through one int16 scratch buffer per thread (one
+    conversion pass, scale included)."""
+    if size == 0:
+      return
     k = int(self.shard[i])
     fd, data_offset, dtype, total = self._fd(k)
     first = int(self.offset[i]) + start
@@ -246,6 +225,22 @@ class ShardStore(ClipStore):
       raise ValueError(f"{self.shard_files[k]}: short read (truncated file?)")
     if not direct:
       np.multiply(dst, scale, out=out[:size], casting="unsafe")
+
+  def _read_source(self, i: int, start: int, size: int) -> np.ndarray:
+    """float32 [size]: samples [start, start + size) of clip i at the prepared rate."""
+    out = np.empty(size, np.float32)
+    self._read_source_into(i, start, size, out)
+    return out
+
+  def _read_window(self, i: int, start: int, size: int) -> np.ndarray:
+    if self.source_rate == self.sample_rate:
+      return self._read_source(i, start, size)
+    return self._read_full(i)[start : start + size]
+
+  def _read_into(self, i: int, start: int, size: int, out: np.ndarray) -> None:
+    if self.source_rate == self.sample_rate:  # no intermediate array
+      return self._read_source_into(i, start, size, out)
+    return super()._read_into(i, start, size, out)
 
   def _read_full(self, i: int) -> np.ndarray:
     wave = self._read_source(i, 0, int(self.num_samples[i]))
@@ -365,9 +360,16 @@ class MelCache:
     n = int(self.lengths[i])
     start = max(0, min(int(start), n))
     size = n - start if size is None else max(0, min(int(size), n - start))
-    at = int(self._row_start[i] + start) * self._row_bytes
-    raw = os.pread(self._fd, size * self._row_bytes, at)
-    return np.frombuffer(raw, np.float32).reshape(size, self.n_mels)
+    out = np.empty((size, self.n_mels), np.float32)
+    self._read_rows_into(i, start, out)
+    return out
+
+  def _read_rows_into(self, c: int, start: int, out: np.ndarray) -> None:
+    """Frames [start, start + len(out)) of computed clip c into ``out`` (one pread)."""
+    if len(out):
+      at = int(self._row_start[c] + start) * self._row_bytes
+      if os.preadv(self._fd, [memoryview(out).cast("B")], at) != out.nbytes:
+        raise OSError("log-mel cache: short read")
 
   def crops(
     self, clips: Sequence[int], size: int, starts: Sequence[int] | None = None
@@ -380,10 +382,7 @@ class MelCache:
       n = int(self.lengths[c])
       start = max(0, min(int(0 if starts is None else starts[r]), n))
       got = min(size, n - start)
-      if got:
-        at = int(self._row_start[c] + start) * self._row_bytes
-        if os.preadv(self._fd, [memoryview(out[r, :got]).cast("B")], at) != got * self._row_bytes:
-          raise OSError("log-mel cache: short read")
+      self._read_rows_into(c, start, out[r, :got])
       out[r, got:] = 0.0
     return out
 

@@ -146,12 +146,10 @@ class LazyRows:
 
   def __getitem__(self, key):
     first, rest = (key[0], key[1:]) if isinstance(key, tuple) else (key, ())
-    if isinstance(first, slice) and not rest:
-      return LazyRows(self.read, self.index[first], self.row_shape)
-    rows = LazyRows(self.read, self.index[first], self.row_shape) if isinstance(first, slice) else None
-    if rows is None:
+    if not isinstance(first, slice):  # an index or a mask: read everything, then index
       return np.asarray(self)[key]
-    return np.asarray(rows)[(slice(None),) + tuple(rest)]
+    rows = LazyRows(self.read, self.index[first], self.row_shape)  # reads nothing yet
+    return np.asarray(rows)[(slice(None), *rest)] if rest else rows
 
   def __array__(self, dtype=None, copy=None):
     out = np.zeros(self.shape, np.float32)
