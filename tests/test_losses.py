@@ -58,6 +58,14 @@ def _diag_loss_np(plan: np.ndarray) -> float:
   return float(-np.mean(np.log(np.diag(plan))))
 
 
+def _generalised_kl_np(plan: np.ndarray) -> float:
+  """``KL(Q || P) = sum Q log(Q / P) - sum Q + sum P`` for ``Q = I / B``, float64."""
+  b = plan.shape[0]
+  q = np.eye(b) / b
+  on = q > 0
+  return float(np.sum(q[on] * np.log(q[on] / plan[on])) - q.sum() + plan.sum())
+
+
 @functools.lru_cache(maxsize=None)
 def _loss_fn(variant: str, **kw):
   """jit(value_and_grad) of mltm_loss wrt the cost; eps is traced."""
@@ -125,7 +133,8 @@ def test_partial_loss_matches_pot(mass, domain, b):
 @pytest.mark.parametrize("tau", [0.5, 0.9])
 @pytest.mark.parametrize("b", [8, 64])
 def test_unbalanced_loss_matches_pot(tau, b):
-  """tau = reg_m / (reg_m + eps) with POT's reg_type='entropy'."""
+  """Generalised KL(I/B || P) + log B of POT's plan (tau = reg_m / (reg_m + eps),
+  reg_type='entropy'), the KL written out here in float64."""
   for kind in ("uniform", "pairs"):
     for eps in (0.05, 0.1):
       cost = _cost(b, kind, seed=b + 2)
@@ -137,8 +146,9 @@ def test_unbalanced_loss_matches_pot(tau, b):
         plan = ot.unbalanced.sinkhorn_unbalanced(
           a, a, c, eps, reg_m, reg_type="entropy", numItermax=100000, stopThr=1e-13
         )
-      loss, _, _ = _run("unbalanced", cost, eps, tau=tau, **TIGHT)
-      assert abs(loss - _diag_loss_np(plan)) <= 1e-5, (kind, eps)
+      loss, aux, _ = _run("unbalanced", cost, eps, tau=tau, **TIGHT)
+      assert abs(loss - (_generalised_kl_np(plan) + math.log(b))) <= 1e-5, (kind, eps)
+      assert abs(float(aux["plan_mass"]) - plan.sum()) <= 1e-5
 
 
 # ----------------------------------------------------------------------------
@@ -223,13 +233,56 @@ def test_unbalanced_grad_matches_torch_same_iterations():
     for _ in range(iters):
       v = ((1.0 / b) / (k.T @ u)) ** tau
       u = ((1.0 / b) / (k @ v)) ** tau
-    return -(torch.log(u) + torch.log(v) - torch.diagonal(c) / eps).mean()
+    plan = u[:, None] * k * v[None, :]
+    return -torch.log(torch.diagonal(plan)).mean() + plan.sum() - 1.0
 
   for domain in ("auto", "log"):
     loss, aux, grad = _run("unbalanced", cost, eps, tau=tau, domain=domain, **TIGHT)
     iters = int(aux["ot_iterations"])
     assert abs(loss - ref_loss(torch.tensor(cost), iters).item()) <= 1e-5
     _assert_close_grad(grad, _torch_grad(lambda x: ref_loss(x, iters), cost))
+
+
+@pytest.mark.parametrize(
+  "variant,kw",
+  [("balanced", TIGHT), ("partial", dict(num_iterations=PARTIAL_ITERS)), ("unbalanced", TIGHT)],
+)
+def test_constant_cost_shift(variant, kw):
+  """Lowering every cost by ``c`` (no max-normalisation).
+
+  Balanced and partial OT: the plan, hence the loss, is unchanged. Unbalanced
+  OT: the plan is scaled by ``lam = exp(c / (eps + 2 rho))`` with the same
+  diagonal share, so the loss changes by exactly ``-log lam + (lam - 1) m``
+  (``m`` the unshifted mass): it cannot be lowered by inflating the mass, and
+  it is lowest where the mass is 1. ``-mean(log P_ii)`` alone would fall by
+  ``log lam`` for every ``c > 0``.
+  """
+  b, eps, tau = 64, 0.05, 0.9
+  rho = eps * tau / (1.0 - tau)
+  cost = _cost(b, "pairs", seed=19)
+  cost = cost / cost.max()
+  opts = dict(normalize_max=False, **kw)
+  if variant == "unbalanced":
+    opts["tau"] = tau
+  base, base_aux, _ = _run(variant, cost, eps, **opts)
+  m0 = float(base_aux["plan_mass"])
+  share0 = float(base_aux["diag_mass"]) / m0
+  for shift in (0.05, 0.1, 0.2):
+    loss, aux, _ = _run(variant, cost - shift, eps, **opts)
+    if variant != "unbalanced":
+      assert abs(loss - base) <= 1e-5, shift
+      continue
+    lam = math.exp(shift / (eps + 2.0 * rho))
+    assert abs(float(aux["plan_mass"]) / m0 - lam) <= 1e-4 * lam, shift
+    assert abs(float(aux["diag_mass"]) / float(aux["plan_mass"]) - share0) <= 1e-5
+    assert abs(loss - (base - math.log(lam) + (lam - 1.0) * m0)) <= 1e-4, shift
+  if variant == "unbalanced":
+    # The shift that brings the mass to 1 gives the lowest loss of the family.
+    best = -(eps + 2.0 * rho) * math.log(m0)
+    at_best, aux, _ = _run(variant, cost - best, eps, **opts)
+    assert abs(float(aux["plan_mass"]) - 1.0) <= 1e-4
+    for delta in (-0.1, 0.1):
+      assert _run(variant, cost - best - delta, eps, **opts)[0] > at_best + 1e-4
 
 
 def test_kernel_and_log_domains_agree_near_switch():

@@ -1,10 +1,16 @@
 """The m-LTM loss: inverse optimal transport on a mini-batch (docs/method.md section 4).
 
 For a batch of ``B`` aligned pairs with ground cost ``C [B, B]``
-(``C[i, j]`` = cost between audio ``i`` and caption ``j``), the loss is
-``KL(I / B || P(C))`` up to a constant, i.e. ``-(1/B) sum_i log P_ii(C)``,
-where ``P(C)`` is an entropic OT plan between uniform marginals: balanced,
-partial (total mass ``s``) or unbalanced (KL-relaxed marginals).
+(``C[i, j]`` = cost between audio ``i`` and caption ``j``), the loss is the
+generalised KL divergence ``KL(I / B || P(C)) + log B``, where ``P(C)`` is an
+entropic OT plan between uniform marginals: balanced, partial (total mass
+``s``) or unbalanced (KL-relaxed marginals). Written out,
+``KL(Q || P) = sum Q log(Q / P) - sum Q + sum P``, so the loss is
+``-(1/B) sum_i log P_ii(C) + (sum_ij P_ij - 1)``. The mass term is constant
+for balanced (mass 1) and partial OT (mass ``s``) and is left out there; for
+unbalanced OT the plan's mass moves with the cost, and without the term a
+constant shift of every cost (which scales the plan, its diagonal share
+unchanged) would lower the loss without bound.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ def mltm_loss(
   normalize_max: bool = True,
   **solver_options: Any,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """m-LTM loss ``-(1/B) sum_i log P_ii`` of an entropic OT plan.
+  """m-LTM loss ``-(1/B) sum_i log P_ii (+ sum_ij P_ij - 1 if unbalanced)``.
 
   Args:
     cost: float ``[B, B]`` ground cost, positive pairs on the diagonal.
@@ -54,7 +60,7 @@ def mltm_loss(
     scalars: ``ot_iterations`` (int32), ``ot_converged`` (bool), ``ot_error``
     (the solver's last error), ``diag_mass`` (``sum_i P_ii``, the plan mass on
     the matched pairs; ``1`` for a perfect balanced plan) and ``cost_max``
-    (the normaliser, ``max(cost)``).
+    (the normaliser, ``max(cost)``) and ``plan_mass`` (``sum_ij P_ij``).
   """
   if cost.ndim != 2 or cost.shape[0] != cost.shape[1] or cost.shape[0] < 1:
     raise ValueError(
@@ -78,11 +84,14 @@ def mltm_loss(
     raise TypeError(f"mltm_loss: bad solver option for variant {variant!r}: {err}") from err
   log_diag = jnp.diagonal(result.log_plan)
   loss = -jnp.mean(log_diag)
+  if variant == "unbalanced":
+    loss = loss + jnp.sum(jnp.exp(result.log_plan)) - 1.0
   aux = {
     "ot_iterations": result.iterations,
     "ot_converged": result.converged,
     "ot_error": result.error,
     "diag_mass": jax.lax.stop_gradient(jnp.sum(jnp.exp(log_diag))),
     "cost_max": jax.lax.stop_gradient(cost_max),
+    "plan_mass": jax.lax.stop_gradient(jnp.sum(jnp.exp(result.log_plan))),
   }
   return loss, aux
