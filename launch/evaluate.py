@@ -22,7 +22,9 @@ from launch.runtime import init_runtime
 from mltm_jax.config import DATASETS
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory written by launch.train.")
-_SPLIT = flags.DEFINE_enum("split", "test", ["train", "val", "test"], "Split to evaluate.")
+_SPLIT = flags.DEFINE_enum(
+  "split", "test", ["train", "val", "test", "heldout"], "Split to evaluate (heldout: SynthCaps only)."
+)
 _RANK_BY = flags.DEFINE_enum(
   "rank_by",
   "both",

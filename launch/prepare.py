@@ -24,6 +24,7 @@ from pathlib import Path
 from absl import app, flags
 
 from launch.flags import fail
+from mltm_jax.config import parse_synthcaps_sizes
 
 LAYOUTS = ("clotho", "audiocaps", "esc50", "csv", "synthcaps")
 
@@ -58,7 +59,9 @@ _TEST_FRACTION = flags.DEFINE_float("test_fraction", 0.1, "csv without split col
 _SPLIT_SEED = flags.DEFINE_integer("split_seed", 0, "csv without split column: seed of the split.")
 # synthcaps
 _SIZES = flags.DEFINE_string(
-  "synthcaps_sizes", "3000,400,400", "synthcaps: clips per split when rendering."
+  "synthcaps_sizes",
+  "3000,400,400,400",
+  "synthcaps: clips per split when rendering: train,val,test[,heldout].",
 )
 _SYN_SEED = flags.DEFINE_integer("synthcaps_seed", 0, "synthcaps: seed when rendering.")
 
@@ -109,16 +112,15 @@ def main(argv):
   kw = {}
   if _DATASET.value == "synthcaps":
     try:
-      tr, va, te = (int(x) for x in _SIZES.value.split(","))
       kw = {
-        "sizes": {"development": tr, "validation": va, "evaluation": te},
+        "sizes": parse_synthcaps_sizes(_SIZES.value),
         "seed": _SYN_SEED.value,
         "sample_rate": rate,
         "progress": _PROGRESS.value,
         "workers": _WORKERS.value,
       }
-    except ValueError:
-      problems.append(f"--synthcaps_sizes must be three integers, got {_SIZES.value!r}")
+    except ValueError as e:
+      problems.append(f"--synthcaps_sizes: {e}")
   if problems:
     fail(problems[0])
   src, out = Path(_SRC.value), Path(_OUT.value)

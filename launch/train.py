@@ -56,6 +56,12 @@ def main(argv):
       else f"\nSame checkpoint, ranked by {other[3:]}:"
     )
     print(format_metrics_table({**final[other], "rank_by": other[3:]}))
+    if "heldout" in final:
+      print(
+        f"\nHeld-out split (source pairs and wording never used in training), ranked by "
+        f"{final['rank_by']}:"
+      )
+      print(format_metrics_table(final["heldout"]))
     print(f"wall time {final['wall_seconds']:.0f} s; results in {cfg.workdir}/final_metrics.json")
   from mltm_jax.train.preemption import ignore_sigterm_from_now
 

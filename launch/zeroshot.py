@@ -33,7 +33,9 @@ log = logging.getLogger(__name__)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory written by launch.train.")
 _ESC50 = flags.DEFINE_string("esc50", "", "ESC-50 folder (release layout or prepared).")
 _SYNTHCAPS = flags.DEFINE_bool("synthcaps", False, "Zero-shot on the run's SynthCaps split.")
-_SPLIT = flags.DEFINE_enum("split", "test", ["train", "val", "test"], "--synthcaps: the split.")
+_SPLIT = flags.DEFINE_enum(
+  "split", "test", ["train", "val", "test", "heldout"], "--synthcaps: the split."
+)
 _FOLDS = flags.DEFINE_string("folds", "1,2,3,4,5", "ESC-50 folds to evaluate, comma separated.")
 _PROMPT = flags.DEFINE_string("prompt", "This is a sound of {}.", "Class prompt; {} = class.")
 _RANK_BY = flags.DEFINE_enum(

@@ -25,6 +25,27 @@ RANK_BY = ("distance", "plan")
 PRECISIONS = ("float32", "bfloat16")
 
 
+SYNTHCAPS_SIZE_KEYS = ("development", "validation", "evaluation", "heldout")
+
+
+def parse_synthcaps_sizes(text: str) -> dict[str, int]:
+  """``"train,val,test[,heldout]"`` -> SynthCaps clips per split (Clotho split names).
+
+  Raises:
+    ValueError (one line): not 3 or 4 integers, train/val/test not positive, heldout negative.
+  """
+  try:
+    values = [int(x) for x in str(text).split(",")]
+  except ValueError:
+    values = []
+  if len(values) not in (3, 4) or min(values[:3]) < 1 or min(values) < 0:
+    raise ValueError(
+      "expected three positive integers train,val,test and an optional fourth, the held-out "
+      f"split's size (>= 0), got {text!r}"
+    )
+  return {k: v for k, v in zip(SYNTHCAPS_SIZE_KEYS, values) if k != "heldout" or v > 0}
+
+
 def upgrade_saved(raw: dict[str, Any]) -> dict[str, Any]:
   """A saved config.json's values as a run of this version reads them.
 
@@ -52,7 +73,11 @@ class Config:
     DATASETS,
   )
   data_dir: str = _f("data/synthcaps", "Dataset root (SynthCaps is rendered here if absent).")
-  synthcaps_sizes: str = _f("3000,400,400", "SynthCaps clips per split: train,val,test.")
+  synthcaps_sizes: str = _f(
+    "3000,400,400,400",
+    "SynthCaps clips per split: train,val,test[,heldout] (heldout: unseen source pairs and "
+    "wording; 0 or absent: none).",
+  )
   synthcaps_seed: int = _f(0, "Seed of the SynthCaps rendering.")
   noise_p: float = _f(
     0.0,
@@ -201,8 +226,13 @@ class Config:
 
   @property
   def sizes(self) -> dict[str, int]:
-    tr, va, te = (int(x) for x in self.synthcaps_sizes.split(","))
-    return {"development": tr, "validation": va, "evaluation": te}
+    """SynthCaps clips per split (raises ValueError on a malformed --synthcaps_sizes)."""
+    return parse_synthcaps_sizes(self.synthcaps_sizes)
+
+  @property
+  def has_heldout(self) -> bool:
+    """Whether the run's data has SynthCaps' held-out split (evaluated after the test split)."""
+    return self.dataset == "synthcaps" and self.sizes.get("heldout", 0) > 0
 
   @property
   def clip_samples(self) -> int:
@@ -295,14 +325,9 @@ class Config:
         f"--cnn_channels must be comma-separated positive integers, got {self.cnn_channels!r}"
       )
     try:
-      sz = self.sizes
-      if min(sz.values()) < 1:
-        raise ValueError
-    except ValueError:
-      out.append(
-        f"--synthcaps_sizes must be three positive integers train,val,test, got "
-        f"{self.synthcaps_sizes!r}"
-      )
+      self.sizes
+    except ValueError as e:
+      out.append(f"--synthcaps_sizes: {e}")
     if self.metric == "lowrank" and not 0 <= self.metric_rank <= self.embed_dim:
       out.append(
         f"--metric_rank must be in [0, --embed_dim={self.embed_dim}], got {self.metric_rank}"

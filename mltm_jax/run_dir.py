@@ -9,7 +9,7 @@ Layout (``--workdir``)::
   checkpoints/latest/N/  orbax, the latest k (resume points)
   checkpoints/best/N/    orbax, the best validation score
   best.json              step, score and validation report of the best checkpoint
-  final_metrics.json     test metrics of the best checkpoint
+  final_metrics.json     test (and SynthCaps held-out) metrics of the best checkpoint
   cache/                 caption features; unlinked log-mel cache files while a run is open
   eval_*.json, zeroshot_*.json   reports of launch.evaluate / launch.zeroshot
 

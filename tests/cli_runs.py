@@ -26,7 +26,7 @@ def tiny_flags(root: Path, workdir: Path, **kw) -> list[str]:
   flags = {
     "dataset": "synthcaps",
     "data_dir": str(root),
-    "synthcaps_sizes": "192,32,32",
+    "synthcaps_sizes": "192,32,32,32",
     "synthcaps_seed": 3,
     "sample_rate": 8000,
     "clip_seconds": 2.0,

@@ -22,13 +22,14 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def tiny_synthcaps(tmp_path_factory):
-  """A small SynthCaps in the Clotho layout (8 kHz): 192 train, 32 val, 32 test clips."""
+  """A small SynthCaps in the Clotho layout (8 kHz): 192 train, 32 val, 32 test, 32 held-out
+  clips (tests.cli_runs.tiny_flags: --synthcaps_sizes=192,32,32,32)."""
   from mltm_jax.synthcaps import ensure_synthcaps
 
   root = tmp_path_factory.mktemp("synthcaps")
   ensure_synthcaps(
     root,
-    {"development": 192, "validation": 32, "evaluation": 32},
+    {"development": 192, "validation": 32, "evaluation": 32, "heldout": 32},
     seed=3,
     sample_rate=8000,
     progress=False,

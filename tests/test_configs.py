@@ -126,7 +126,7 @@ def test_train_loop_counts_epochs_in_pairs(tiny_synthcaps, tmp_path):
 
   cfg = Config(
     data_dir=str(tiny_synthcaps),
-    synthcaps_sizes="192,32,32",
+    synthcaps_sizes="192,32,32,32",
     synthcaps_seed=3,
     sample_rate=8000,
     n_fft=512,

@@ -23,7 +23,7 @@ def tiny_config(root: Path, workdir: Path, **kw) -> Config:
   base = dict(
     dataset="synthcaps",
     data_dir=str(root),
-    synthcaps_sizes="192,32,32",
+    synthcaps_sizes="192,32,32,32",
     synthcaps_seed=3,
     sample_rate=8000,
     clip_seconds=10.0,
@@ -61,7 +61,7 @@ def latest_params(workdir: Path, cfg: Config):
 # The learning tests' data: 960 training clips (300 steps of 32 see each about 10 times; with
 # the fixture's 192 the model memorises them and barely generalises) and 320 test clips, so
 # that beating chance is decided by a mean over hundreds of held-out queries, not by a few.
-LEARN_SIZES = {"development": 960, "validation": 32, "evaluation": 320}
+LEARN_SIZES = {"development": 960, "validation": 32, "evaluation": 320, "heldout": 160}
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def learn_synthcaps(tmp_path_factory):
 
 
 def learn_config(root: Path, workdir: Path, **kw) -> Config:
-  sizes = ",".join(str(LEARN_SIZES[k]) for k in ("development", "validation", "evaluation"))
+  sizes = ",".join(str(n) for n in LEARN_SIZES.values())
   return tiny_config(root, workdir, synthcaps_sizes=sizes, **kw)
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 __all__ = [
   "ROLE_SPLITS",
   "SPLITS",
+  "OPTIONAL_SPLITS",
   "SPLIT_ROLES",
   "Item",
   "Row",
@@ -27,9 +28,11 @@ __all__ = [
   "read_clotho_split",
 ]
 
-SPLITS = ("development", "validation", "evaluation")
+SPLITS = ("development", "validation", "evaluation", "heldout")
 # Clotho's split names <-> the roles every other layout uses (the prepared format's names).
-SPLIT_ROLES = {"development": "train", "validation": "val", "evaluation": "test"}
+# "heldout" is SynthCaps' extra split (mltm_jax.synthcaps.heldout); Clotho has none.
+SPLIT_ROLES = {"development": "train", "validation": "val", "evaluation": "test", "heldout": "heldout"}
+OPTIONAL_SPLITS = ("heldout",)  # left out silently where its CSV is absent
 ROLE_SPLITS = {role: split for split, role in SPLIT_ROLES.items()}
 
 

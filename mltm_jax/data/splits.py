@@ -38,7 +38,8 @@ def dataset_root(cfg: Config) -> Path:
 
 
 def load(cfg: Config, which: str, progress: bool = True) -> Split:
-  """A split by role: which in {"train", "val", "test"}."""
+  """A split by role: which in {"train", "val", "test", "heldout"} (heldout: SynthCaps' extra
+  split, mltm_jax.synthcaps.heldout)."""
   if cfg.dataset == "prepared":  # launch.prepare names its splits train / val / test
     from mltm_jax.data.prepared import load_prepared_split
 

@@ -18,8 +18,9 @@ Modules, one concern each:
     source_spec   the Source record (kind, MIDI program / key, registers, timing, words)
     sources       the source table: SOURCE_SPECS, SOURCES, SOURCE_BY_NAME
     words         English helpers: articles, noun phrases, coordination
+    heldout       the held-out split: reserved source pairs (RESERVED_PAIRS)
     events        event planning per clip: clip_rng, plan_clip, single_event_plan
-    captions      the caption grammar: make_captions
+    captions      the caption grammar: make_captions, RESERVED_PHRASES (held-out wording)
     render        MIDI -> audio through the SoundFont: soundfont_path, render_clip
     writer        the dataset writer (Clotho layout, metadata, markers): generate_synthcaps,
                   ensure_synthcaps, check_synthcaps_dir, ForeignDirectoryError, source_labels
@@ -27,13 +28,19 @@ Modules, one concern each:
 
 from __future__ import annotations
 
-from mltm_jax.synthcaps.captions import N_CAPTIONS, make_captions
+from mltm_jax.synthcaps.captions import N_CAPTIONS, RESERVED_PHRASES, make_captions
 from mltm_jax.synthcaps.events import (
   ATTRIBUTE_KINDS,
   RELATIONS,
   clip_rng,
   plan_clip,
   single_event_plan,
+)
+from mltm_jax.synthcaps.heldout import (
+  HELDOUT_SPLIT,
+  RESERVED_PAIRS,
+  has_reserved_pair,
+  is_reserved_pair,
 )
 from mltm_jax.synthcaps.render import render_clip, soundfont_path
 from mltm_jax.synthcaps.source_spec import Source
@@ -69,6 +76,11 @@ __all__ = [
   "plan_clip",
   "single_event_plan",
   "make_captions",
+  "RESERVED_PHRASES",
+  "HELDOUT_SPLIT",
+  "RESERVED_PAIRS",
+  "has_reserved_pair",
+  "is_reserved_pair",
   "render_clip",
   "generate_synthcaps",
   "ensure_synthcaps",

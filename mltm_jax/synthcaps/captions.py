@@ -6,12 +6,17 @@ synonyms; events are joined by words of their relation: sequence ("then", "follo
 "after", ...) or overlap ("while", "along with", "at the same time", ...). The words are
 drawn from the clip's own generator after its plan (:mod:`mltm_jax.synthcaps.events`), so
 captions depend only on (seed, split, index).
+
+Every table of phrasings is an :class:`Alt`: ``seen`` phrasings for the development,
+validation and evaluation splits, ``held`` ones (possibly none) reserved for the held-out
+split (:mod:`mltm_jax.synthcaps.heldout`), which uses only those wherever there are any.
+:data:`RESERVED_PHRASES` lists every reserved phrasing.
 """
 
 from __future__ import annotations
 
 import string
-from typing import Iterable, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -21,73 +26,94 @@ from mltm_jax.synthcaps.words import choice, join_adjs, join_advs, with_article
 
 N_CAPTIONS = 5
 
-_LOUD_ADJ = ("loud", "forceful", "powerful", "strong")  # for notes, melodies, hits, sounds
-_QUIET_ADJ = ("quiet", "soft", "faint", "gentle")
-_LOUD_ADJ_SUBJ = ("loud",)  # for the sound source itself ("a loud piano")
-_QUIET_ADJ_SUBJ = ("quiet", "soft", "faint")
-_LOUD_ADV = ("loudly", "forcefully", "powerfully", "at high volume")
-_QUIET_ADV = ("quietly", "softly", "gently", "faintly", "at low volume")
+
+class Alt(NamedTuple):
+  """Alternative phrasings of one meaning: ``seen`` by every split, ``held`` only by the
+  held-out split (which uses ``held`` alone wherever it is not empty)."""
+
+  seen: tuple[str, ...]
+  held: tuple[str, ...] = ()
+
+
+def pick(rng, options: Alt | Sequence[str], held_out: bool) -> str:
+  """One phrasing of ``options`` for a caption of the held-out split or of the others."""
+  if isinstance(options, Alt):
+    options = options.held if held_out and options.held else options.seen
+  return choice(rng, options)
+
+
+_LOUD_ADJ = Alt(("loud", "forceful", "powerful"), ("strong", "intense"))  # notes, hits, sounds
+_QUIET_ADJ = Alt(("quiet", "soft", "faint"), ("gentle", "muted"))
+_LOUD_ADJ_SUBJ = Alt(("loud",))  # for the sound source itself ("a loud piano")
+_QUIET_ADJ_SUBJ = Alt(("quiet", "soft", "faint"))
+_LOUD_ADV = Alt(("loudly", "forcefully", "powerfully"), ("at high volume", "intensely"))
+_QUIET_ADV = Alt(("quietly", "softly", "gently", "faintly"), ("at low volume", "in a hushed way"))
 _REG_ADJ = {
-  L: ("low", "low-pitched", "deep"),
-  M: ("mid-range", "medium-pitched", "mid-pitched"),
-  H: ("high", "high-pitched"),
+  L: Alt(("low", "low-pitched"), ("deep",)),
+  M: Alt(("mid-range", "medium-pitched"), ("mid-pitched",)),
+  H: Alt(("high",), ("high-pitched",)),
 }
 _REG_ADV = {
-  L: ("in a low register", "at a low pitch", "in the low range"),
-  M: ("in a middle register", "at a medium pitch", "in the mid range"),
-  H: ("in a high register", "at a high pitch", "in the upper range"),
+  L: Alt(("in a low register", "at a low pitch"), ("in the low range",)),
+  M: Alt(("in a middle register", "at a medium pitch"), ("in the mid range",)),
+  H: Alt(("in a high register", "at a high pitch"), ("in the upper range",)),
 }
 _TEMPO_ADJ = {
-  "slow": ("slow", "slow-paced", "leisurely"),
-  "fast": ("fast", "quick", "rapid", "lively"),
+  "slow": Alt(("slow", "slow-paced"), ("leisurely",)),
+  "fast": Alt(("fast", "quick", "rapid"), ("lively",)),
 }
 _TEMPO_ADV = {
-  "slow": ("slowly", "at a slow pace", "at a slow tempo"),
-  "fast": ("quickly", "rapidly", "at a fast pace", "at a fast tempo"),
+  "slow": Alt(("slowly", "at a slow pace"), ("at a slow tempo",)),
+  "fast": Alt(("quickly", "rapidly", "at a fast pace"), ("at a fast tempo",)),
 }
-_DUR_ADJ = {"short": ("short", "brief"), "long": ("long", "lengthy", "extended")}
-_DUR_ADJ_CONT = {"short": ("short", "brief"), "long": ("long", "sustained", "prolonged")}
+_DUR_ADJ = {"short": Alt(("short",), ("brief",)), "long": Alt(("long", "lengthy"), ("extended",))}
+_DUR_ADJ_CONT = {
+  "short": Alt(("short",), ("brief",)),
+  "long": Alt(("long", "sustained"), ("prolonged",)),
+}
 _DUR_ADV = {
-  "short": ("briefly", "for a moment", "for a short time"),
-  "long": ("for a long time", "for a while", "for several seconds"),
+  "short": Alt(("briefly", "for a moment"), ("for a short time",)),
+  "long": Alt(("for a long time", "for a while"), ("for several seconds",)),
 }
 _COUNT_ADV = {
-  "once": ("once", "a single time", "one time"),
-  "twice": ("twice", "two times"),
-  "three times": ("three times", "thrice"),
-  "repeatedly": (
-    "repeatedly",
-    "over and over",
-    "again and again",
-    "many times",
-    "several times in a row",
+  "once": Alt(("once", "a single time"), ("one time",)),
+  "twice": Alt(("twice",), ("two times",)),
+  "three times": Alt(("three times",), ("thrice",)),
+  "repeatedly": Alt(
+    ("repeatedly", "over and over", "again and again"), ("many times", "several times in a row")
   ),
 }
 _COUNT_DET = {
-  "once": ("a single", "one"),
-  "twice": ("two",),
-  "three times": ("three",),
-  "repeatedly": ("repeated", "a series of", "a rapid series of", "many", "a string of"),
+  "once": Alt(("a single", "one")),
+  "twice": Alt(("two",)),
+  "three times": Alt(("three",)),
+  "repeatedly": Alt(("repeated", "a series of", "many"), ("a rapid series of", "a string of")),
 }
 
 
-def _loud_adj(rng, ev, src, subject: bool = False) -> str:
+def _extend(options: Alt, extra: tuple[str, ...]) -> Alt:
+  """``options`` with ``extra`` phrasings seen by every split."""
+  return Alt(options.seen + extra, options.held + extra if options.held else ())
+
+
+def _loud_adj(rng, ev, src, held_out: bool, subject: bool = False) -> str:
   if subject:
-    return choice(rng, _LOUD_ADJ_SUBJ if ev["loudness"] == "loud" else _QUIET_ADJ_SUBJ)
+    return pick(rng, _LOUD_ADJ_SUBJ if ev["loudness"] == "loud" else _QUIET_ADJ_SUBJ, held_out)
   if ev["loudness"] == "loud":
     low = src.low or ev["register"] == L
-    return choice(rng, _LOUD_ADJ + (("booming",) if low else ()))
-  return choice(rng, _QUIET_ADJ + (("light",) if src.kind == "hits" else ()))
+    return pick(rng, _extend(_LOUD_ADJ, ("booming",) if low else ()), held_out)
+  return pick(rng, _extend(_QUIET_ADJ, ("light",) if src.kind == "hits" else ()), held_out)
 
 
-def _loud_subject_adj(rng, ev, src) -> str:
-  return _loud_adj(rng, ev, src, subject=True)
+def _loud_subject_adj(rng, ev, src, held_out: bool) -> str:
+  return _loud_adj(rng, ev, src, held_out, subject=True)
 
 
-def _loud_adv(rng, ev, src) -> str:
+def _loud_adv(rng, ev, src, held_out: bool) -> str:
+  drum_hits = src.kind == "hits" and src.drum
   if ev["loudness"] == "loud":
-    return choice(rng, _LOUD_ADV + (("hard",) if src.kind == "hits" and src.drum else ()))
-  return choice(rng, _QUIET_ADV + (("lightly",) if src.kind == "hits" and src.drum else ()))
+    return pick(rng, _extend(_LOUD_ADV, ("hard",) if drum_hits else ()), held_out)
+  return pick(rng, _extend(_QUIET_ADV, ("lightly",) if drum_hits else ()), held_out)
 
 
 def _mentionable(ev) -> list[str]:
@@ -99,22 +125,23 @@ def _mentionable(ev) -> list[str]:
 class _Phrases:
   """Clause and noun-phrase realisations of one event for one caption."""
 
-  def __init__(self, rng, ev: dict, mention: Iterable[str]):
+  def __init__(self, rng, ev: dict, mention: Iterable[str], held_out: bool):
     # a sorted tuple: iterating a set of str would depend on the per-process hash seed
     self.rng, self.ev, self.mention = rng, ev, tuple(sorted(mention))
+    self.held_out = held_out
     self.src = SOURCE_BY_NAME[ev["source"]]
 
   def _words(self, attrs: Iterable[str], loud, tables: dict) -> list[tuple[str, str]]:
     """(attribute, word) for each attribute of ``attrs``, in order: loudness -> ``loud(rng,
-    ev, src)``, another attribute ``a`` -> a choice among ``tables[a][ev[a]]``; attributes with
-    neither are passed over. One draw per word, in the order of ``attrs``."""
-    rng, ev, src = self.rng, self.ev, self.src
+    ev, src, held_out)``, another attribute ``a`` -> a pick among ``tables[a][ev[a]]``;
+    attributes with neither are passed over. One draw per word, in the order of ``attrs``."""
+    rng, ev, src, held = self.rng, self.ev, self.src, self.held_out
     out = []
     for a in attrs:
       if a == "loudness":
-        out.append((a, loud(rng, ev, src)))
+        out.append((a, loud(rng, ev, src, held)))
       elif a in tables:
-        out.append((a, choice(rng, tables[a][ev[a]])))
+        out.append((a, pick(rng, tables[a][ev[a]], held)))
     return out
 
   # adverbials for the attributes in ``attrs`` (count first for hits)
@@ -160,7 +187,7 @@ class _Phrases:
       reg_adj = []
       adv = sorted(self.mention)
       if src.kind == "hits" and "register" in self.mention and rng.random() < 0.5:
-        reg_adj = [choice(rng, _REG_ADJ[ev["register"]])]
+        reg_adj = [pick(rng, _REG_ADJ[ev["register"]], self.held_out)]
         adv = [a for a in adv if a != "register"]
       a = with_article(rng, text, number, reg_adj)
       the = with_article(rng, text, number, reg_adj, definite=True)
@@ -214,7 +241,7 @@ class _Phrases:
       attrs = [a for a in ("loudness", "register") if a in mention]
       adjs = [w for _, w in self._words(attrs, _loud_adj, {"register": _REG_ADJ})]
       mention -= {"loudness", "register"}
-      det = choice(rng, _COUNT_DET[count])
+      det = pick(rng, _COUNT_DET[count], self.held_out)
       noun = sg if count == "once" else pl
       body = " ".join([det] + ([join_adjs(rng, adjs)] if adjs else []) + [noun])
       plural = count != "once" and not det.startswith("a ")
@@ -274,60 +301,112 @@ def _fill(template: str, parts: dict, clause, noun_phrase) -> str:
 
 # Events that overlap, told in one clause (templates of :func:`_fill`; a, b, c: the events).
 _OVERLAP = {
-  2: (
-    "{a} while {b}",
-    "{b} while {a}",
-    "while {a}, {b}",
-    "{a} along with {b:np}",
-    "{a}, accompanied by {b:np}",
-    "{a} over {b:np}",
-    "{a} as {b}",
-    "{a:np} and {b:np} can be heard at the same time",
+  2: Alt(
+    (
+      "{a} while {b}",
+      "{b} while {a}",
+      "while {a}, {b}",
+      "{a} along with {b:np}",
+      "{a}, accompanied by {b:np}",
+      "{a} over {b:np}",
+      "{a} as {b}",
+      "{a:np} and {b:np} can be heard at the same time",
+    ),
+    (
+      "{a}, and simultaneously {b}",
+      "{a}; meanwhile, {b}",
+      "{a:np} and {b:np} overlap",
+      "{a}, joined by {b:np}",
+    ),
   ),
-  3: (
-    "{a} while {b:np} and {c:np} can be heard",
-    "{a} along with {b:np} and {c:np}",
-    "{a:np}, {b:np} and {c:np} can be heard together",
-    "{a} while {b}, along with {c:np}",
+  3: Alt(
+    (
+      "{a} while {b:np} and {c:np} can be heard",
+      "{a} along with {b:np} and {c:np}",
+      "{a:np}, {b:np} and {c:np} can be heard together",
+      "{a} while {b}, along with {c:np}",
+    ),
+    (
+      "{a}; meanwhile, {b:np} and {c:np} overlap",
+      "{a:np}, {b:np} and {c:np} overlap",
+      "{a}, joined by {b:np} and {c:np}",
+      "{a}, and simultaneously {b}, joined by {c:np}",
+    ),
   ),
 }
 # A caption by number of groups (g1, g2, g3: the groups in time order). One group of one
-# event is told as its clause six times in ten; the last _TWO_SIMPLE_ONLY forms of two groups
-# are used only when each group is one event.
+# event is told as its clause six times in ten (held-out clips always have two or more
+# events); the last _TWO_SIMPLE_ONLY seen forms of two groups are used only when each group
+# is one event.
 _SEQUENCE = {
-  1: ("{g1}",) * 6
-  + (
-    "{g1:np} can be heard",
-    "{g1:np} {g1:is} heard",
-    "there {g1:is} {g1:np}",
-    "{g1:np} {g1:is} audible",
+  1: Alt(
+    ("{g1}",) * 6
+    + (
+      "{g1:np} can be heard",
+      "{g1:np} {g1:is} heard",
+      "there {g1:is} {g1:np}",
+      "{g1:np} {g1:is} audible",
+    )
   ),
-  2: (
-    "{g1}, then {g2}",
-    "{g1}, and then {g2}",
-    "{g1}, followed by {g2:np}",
-    "first {g1}, then {g2}",
-    "{g1:np} {g1:is} followed by {g2:np}",
-    "{g1}, and afterwards {g2}",
-    "{g1}, and after that {g2}",
-    "{g1} and then {g2:np} can be heard",
-    "after {g1}, {g2}",
-    "{g2} after {g1}",
-    "{g1} before {g2}",
+  2: Alt(
+    (
+      "{g1}, then {g2}",
+      "{g1}, and then {g2}",
+      "{g1}, followed by {g2:np}",
+      "first {g1}, then {g2}",
+      "{g1:np} {g1:is} followed by {g2:np}",
+      "{g1}, and afterwards {g2}",
+      "{g1}, and after that {g2}",
+      "{g1} and then {g2:np} can be heard",
+      "after {g1}, {g2}",
+      "{g2} after {g1}",
+      "{g1} before {g2}",
+    ),
+    (
+      "{g1}; later, {g2}",
+      "{g1}, and subsequently {g2}",
+      "{g1:np} {g1:is} succeeded by {g2:np}",
+      "{g1}; next, {g2}",
+      "{g1}, and later on {g2:np} {g2:is} heard",
+    ),
   ),
-  3: (
-    "{g1}, then {g2}, and finally {g3}",
-    "first {g1}, then {g2}, and then {g3}",
-    "{g1}, followed by {g2:np} and then {g3:np}",
-    "{g1}, then {g2}, followed by {g3:np}",
-    "after {g1}, {g2}, and then {g3}",
-    "{g1} before {g2}, and then {g3}",
+  3: Alt(
+    (
+      "{g1}, then {g2}, and finally {g3}",
+      "first {g1}, then {g2}, and then {g3}",
+      "{g1}, followed by {g2:np} and then {g3:np}",
+      "{g1}, then {g2}, followed by {g3:np}",
+      "after {g1}, {g2}, and then {g3}",
+      "{g1} before {g2}, and then {g3}",
+    ),
+    (
+      "{g1}; later, {g2}; lastly, {g3}",
+      "{g1}, subsequently {g2}, and lastly {g3}",
+      "{g1:np} {g1:is} succeeded by {g2:np} and later by {g3:np}",
+      "{g1}; next, {g2}; lastly, {g3}",
+    ),
   ),
 }
 _TWO_SIMPLE_ONLY = 3
+# Noun phrases of overlapping events: "{x} ... {y}" (2 events), "{x} ... {y} and {z}" (3).
+_TOGETHER = Alt((" along with ", " together with "), (" combined with ",))
+
+# Words that mark a held-out sentence template (none occurs in the other splits' captions).
+TEMPLATE_MARKERS = (
+  "simultaneously",
+  "meanwhile",
+  "overlap",
+  "joined by",
+  "later",
+  "subsequently",
+  "succeeded by",
+  "next",
+  "lastly",
+  "combined with",
+)
 
 
-def _caption(rng, plan: dict) -> str:
+def _caption(rng, plan: dict, held_out: bool) -> str:
   """One caption of ``plan``: events linked by overlap form a group; groups are told in time
   order."""
   events = plan["events"]
@@ -339,7 +418,7 @@ def _caption(rng, plan: dict) -> str:
     attrs = _mentionable(ev)
     k = min(int(rng.choice(4, p=k_probs)), len(attrs))
     mention = {attrs[int(i)] for i in rng.permutation(len(attrs))[:k]}
-    phrases.append(_Phrases(rng, ev, mention))
+    phrases.append(_Phrases(rng, ev, mention, held_out))
 
   # groups of events linked by overlap
   groups: list[list[_Phrases]] = [[phrases[0]]]
@@ -353,35 +432,75 @@ def _caption(rng, plan: dict) -> str:
     if len(g) == 1:
       return g[0].clause()
     parts = dict(zip("abc", g))
-    return _fill(choice(rng, _OVERLAP[len(g)]), parts, _Phrases.clause, _Phrases.noun_phrase)
+    template = pick(rng, _OVERLAP[len(g)], held_out)
+    return _fill(template, parts, _Phrases.clause, _Phrases.noun_phrase)
 
   def g_np(g: list[_Phrases]) -> tuple[str, bool]:
     if len(g) == 1:
       return g[0].noun_phrase()
     nps = [p.noun_phrase() for p in g]
     if len(g) == 2:
-      form = int(rng.integers(3))
-      if form == 0:
-        return f"{nps[0][0]} along with {nps[1][0]}", nps[0][1]
-      if form == 1:
-        return f"{nps[0][0]} together with {nps[1][0]}", nps[0][1]
-      return f"{nps[0][0]} and {nps[1][0]} at the same time", True
-    return f"{nps[0][0]} along with {nps[1][0]} and {nps[2][0]}", nps[0][1]
+      forms = len(_TOGETHER.held if held_out else _TOGETHER.seen) + 1
+      form = int(rng.integers(forms))
+      if form == forms - 1:
+        at_once = " simultaneously" if held_out else " at the same time"
+        return f"{nps[0][0]} and {nps[1][0]}{at_once}", True
+      return f"{nps[0][0]}{pick(rng, _TOGETHER, held_out)}{nps[1][0]}", nps[0][1]
+    link = _TOGETHER.held[0] if held_out else _TOGETHER.seen[0]
+    return f"{nps[0][0]}{link}{nps[1][0]} and {nps[2][0]}", nps[0][1]
 
   if len(groups) == 1 and len(groups[0]) > 1:
     return _finish(g_clause(groups[0]))
   templates = _SEQUENCE[len(groups)]
-  if len(groups) == 2 and len(groups[0]) + len(groups[1]) > 2:
-    templates = templates[:-_TWO_SIMPLE_ONLY]
+  if not held_out and len(groups) == 2 and len(groups[0]) + len(groups[1]) > 2:
+    templates = templates.seen[:-_TWO_SIMPLE_ONLY]
   parts = {f"g{k + 1}": g for k, g in enumerate(groups)}
-  return _finish(_fill(choice(rng, templates), parts, g_clause, g_np))
+  return _finish(_fill(pick(rng, templates, held_out), parts, g_clause, g_np))
 
 
-def make_captions(rng: np.random.Generator, plan: dict, n: int = N_CAPTIONS) -> list[str]:
-  """``n`` distinct captions for ``plan`` (drawn from ``rng``)."""
+def _phrasings(table) -> list[Alt]:
+  """Every Alt in a (nested) table."""
+  if isinstance(table, Alt):
+    return [table]
+  return [alt for value in table.values() for alt in _phrasings(value)]
+
+
+# Every phrasing only held-out captions use: reserved words and template markers.
+RESERVED_PHRASES: tuple[str, ...] = tuple(
+  sorted(
+    {
+      phrase
+      for table in (
+        _LOUD_ADJ,
+        _QUIET_ADJ,
+        _LOUD_ADV,
+        _QUIET_ADV,
+        _REG_ADJ,
+        _REG_ADV,
+        _TEMPO_ADJ,
+        _TEMPO_ADV,
+        _DUR_ADJ,
+        _DUR_ADJ_CONT,
+        _DUR_ADV,
+        _COUNT_ADV,
+        _COUNT_DET,
+      )
+      for alt in _phrasings(table)
+      for phrase in alt.held
+    }
+    | set(TEMPLATE_MARKERS)
+  )
+)
+
+
+def make_captions(
+  rng: np.random.Generator, plan: dict, n: int = N_CAPTIONS, held_out: bool = False
+) -> list[str]:
+  """``n`` distinct captions for ``plan`` (drawn from ``rng``); ``held_out``: in the wording
+  reserved for the held-out split (:data:`RESERVED_PHRASES`)."""
   caps: list[str] = []
   for _ in range(500):
-    c = _caption(rng, plan)
+    c = _caption(rng, plan, held_out)
     if c not in caps:
       caps.append(c)
       if len(caps) == n:

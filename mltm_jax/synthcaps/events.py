@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from mltm_jax.synthcaps.heldout import RESERVED_PAIRS, has_reserved_pair
 from mltm_jax.synthcaps.source_spec import REGISTER_WINDOWS, Source
 from mltm_jax.synthcaps.sources import SOURCE_BY_NAME, SOURCE_SPECS
 from mltm_jax.synthcaps.words import choice
@@ -130,17 +131,49 @@ def _event_extent(ev: dict) -> float:
   return ev["notes"][-1][1] + min(src.tail, 0.5)
 
 
-def plan_clip(rng: np.random.Generator, sample_rate: int) -> dict:
+_INDEX = {s.name: i for i, s in enumerate(SOURCE_SPECS)}
+
+
+def _draw_sources(rng, held_out: bool, attempt: int) -> list[int]:
+  """Indices into SOURCE_SPECS of a clip's events, in time order.
+
+  Other splits: 1-3 distinct sources (1 after 100 failed attempts to fit 10 s), never a
+  reserved pair (:mod:`mltm_jax.synthcaps.heldout`). Held out: a reserved pair in random
+  order, plus a third distinct source in a random position for 3-event clips (2 events after
+  100 failed attempts).
+  """
+  if held_out:
+    n_events = int(rng.choice([2, 3], p=[0.55, 0.45])) if attempt < 100 else 2
+    pair = [_INDEX[name] for name in RESERVED_PAIRS[int(rng.integers(len(RESERVED_PAIRS)))]]
+    idx = [pair[k] for k in rng.permutation(2)]
+    if n_events == 3:
+      rest = [i for i in range(len(SOURCE_SPECS)) if i not in idx]
+      idx.insert(int(rng.integers(3)), rest[int(rng.integers(len(rest)))])
+    return idx
+  n_events = int(rng.choice([1, 2, 3], p=[0.3, 0.4, 0.3])) if attempt < 100 else 1
+  for _ in range(1000):
+    idx = [int(i) for i in rng.choice(len(SOURCE_SPECS), size=n_events, replace=False)]
+    if not has_reserved_pair([SOURCE_SPECS[i].name for i in idx]):
+      return idx
+  raise RuntimeError("could not draw sources without a reserved pair")  # pragma: no cover
+
+
+def plan_clip(rng: np.random.Generator, sample_rate: int, held_out: bool = False) -> dict:
   """Draw one clip: duration, events (with absolute note times) and relations.
+
+  Args:
+    rng: the clip's generator (:func:`clip_rng`).
+    sample_rate: Hz (for ``num_samples``).
+    held_out: a clip of the held-out split (sources drawn as :func:`_draw_sources` says).
 
   Returns a JSON-serialisable dict with keys duration (s), num_samples, events, relations,
   sources. Each event carries start/end (s), its attributes and ``notes``
   ([onset, offset, pitch, velocity] relative to the event start).
   """
   for attempt in range(200):
-    n_events = int(rng.choice([1, 2, 3], p=[0.3, 0.4, 0.3])) if attempt < 100 else 1
-    idx = rng.choice(len(SOURCE_SPECS), size=n_events, replace=False)
-    events = [_plan_event(rng, SOURCE_SPECS[int(i)]) for i in idx]
+    idx = _draw_sources(rng, held_out, attempt)
+    n_events = len(idx)
+    events = [_plan_event(rng, SOURCE_SPECS[i]) for i in idx]
     relations: list[str] = []
     t = 0.0
     starts = [0.0]
@@ -157,7 +190,7 @@ def plan_clip(rng: np.random.Generator, sample_rate: int) -> dict:
     extent = max(s + _event_extent(e) for s, e in zip(starts, events))
     if extent <= MAX_CLIP_S - 0.6:
       break
-  else:  # pragma: no cover - 1-event clips always fit
+  else:  # pragma: no cover - 1-event clips always fit; 2 events nearly always
     raise RuntimeError("could not plan a clip that fits in 10 s")
   duration = _uniform(rng, (max(MIN_CLIP_S, extent + 0.5), MAX_CLIP_S))
   duration = float(np.floor(duration * 100) / 100)

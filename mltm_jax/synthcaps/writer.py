@@ -4,7 +4,8 @@ recognisable.
 
 Output under ``out_dir``::
 
-    clotho_captions_{split}.csv        file_name,caption_1,...,caption_5
+    clotho_captions_{split}.csv        file_name,caption_1,...,caption_5 (split: development,
+                                       validation, evaluation and the extra split heldout)
     {split}/{split}_{i:05d}.wav        mono PCM_16 at sample_rate
     synthcaps_metadata_{split}.jsonl   one JSON object per clip (events, attributes, sources)
     SYNTHCAPS_PARAMS.json              seed, sample_rate, version of the files on disk
@@ -28,12 +29,13 @@ from typing import Any
 
 from mltm_jax.synthcaps.captions import N_CAPTIONS, make_captions
 from mltm_jax.synthcaps.events import clip_rng, plan_clip
+from mltm_jax.synthcaps.heldout import HELDOUT_SPLIT
 from mltm_jax.synthcaps.render import render_clip, soundfont_bytes, soundfont_path
 from mltm_jax.synthcaps.sources import SOURCES
 
-VERSION = "1.0"
-SPLITS = ("development", "validation", "evaluation")
-DEFAULT_SIZES = {"development": 3000, "validation": 400, "evaluation": 400}
+VERSION = "2.0"  # 2.0: the held-out split (reserved source pairs and phrasings)
+SPLITS = ("development", "validation", "evaluation", HELDOUT_SPLIT)
+DEFAULT_SIZES = {"development": 3000, "validation": 400, "evaluation": 400, HELDOUT_SPLIT: 400}
 MARKER = "SYNTHCAPS_DONE.json"
 PARAMS = "SYNTHCAPS_PARAMS.json"  # parameters of the files currently on disk (in-progress runs)
 
@@ -63,8 +65,9 @@ def _clip_job(args: tuple) -> tuple[int, dict, list[str], bool]:
 
   seed, split, index, sample_rate, audio_dir, trust_existing = args
   rng = clip_rng(seed, split, index)
-  plan = plan_clip(rng, sample_rate)
-  captions = make_captions(rng, plan)
+  held_out = split == HELDOUT_SPLIT
+  plan = plan_clip(rng, sample_rate, held_out=held_out)
+  captions = make_captions(rng, plan, held_out=held_out)
   path = Path(audio_dir) / _file_name(split, index)
   if trust_existing and _wav_ok(path, sample_rate, plan["num_samples"]):
     return index, plan, captions, False
@@ -131,8 +134,8 @@ def generate_synthcaps(
 
   Args:
     out_dir: output folder (created).
-    sizes: clips per split, keys among development/validation/evaluation
-      (default 3000/400/400).
+    sizes: clips per split, keys among development/validation/evaluation/heldout
+      (default 3000/400/400/400; see :mod:`mltm_jax.synthcaps.heldout`).
     seed: dataset seed; clip i of split s depends only on (seed, s, i).
     sample_rate: WAV sample rate in Hz.
     progress: show a tqdm bar per split.

@@ -55,7 +55,8 @@ def _resumed_best(ckpts: Checkpoints, best_path: Path, write: bool) -> dict:
 
 
 def train_and_evaluate(cfg: Config) -> dict:
-  """Trains, keeps the best validation checkpoint, evaluates it on the test split.
+  """Trains, keeps the best validation checkpoint, evaluates it on the test split (and, for
+  SynthCaps with a held-out split, on that split too: key ``heldout``).
 
   Returns the final metrics (also written to WORKDIR/final_metrics.json).
   """
@@ -174,23 +175,34 @@ def train_and_evaluate(cfg: Config) -> dict:
     validate(start)
   ckpts.wait()
 
-  # Final: the best validation checkpoint on the test split, both ranking scores.
+  # Final: the best validation checkpoint on the test split (and SynthCaps' held-out split),
+  # both ranking scores.
   best_state = ckpts.restore_best(state) or state
   batches.close()
-  test = load(cfg, "test", cfg.progress)
-  model.prepare_audio(test, cfg.progress, cache)
-  test_text = model.text_inputs(test, cache, cfg.progress)
-  audio, text = model.embed_split(best_state, test, test_text)
-  reports = {
-    r: retrieval_report(cfg, audio, text, test.caption_to_clip, best_state.params["metric"], r)
-    for r in ("distance", "plan")
-  }
+
+  def final_reports(which: str) -> dict[str, dict]:
+    split = load(cfg, which, cfg.progress)
+    model.prepare_audio(split, cfg.progress, cache)
+    text_inputs = model.text_inputs(split, cache, cfg.progress)
+    audio, text = model.embed_split(best_state, split, text_inputs)
+    metric = best_state.params["metric"]
+    return {
+      r: retrieval_report(cfg, audio, text, split.caption_to_clip, metric, r)
+      for r in ("distance", "plan")
+    }
+
+  reports = final_reports("test")
   final = dict(reports[cfg.rank_by])
   other = "plan" if cfg.rank_by == "distance" else "distance"
   final["wall_seconds"] = round(time.time() - t_start, 1)
   final["best_step"] = best.get("step")
   final["skipped_steps"] = int(state.skipped)
   final[f"by_{other}"] = {k: reports[other][k] for k in ("t2a", "a2t")}
+  if cfg.has_heldout:
+    held = final_reports("heldout")
+    by_other = {k: held[other][k] for k in ("t2a", "a2t")}
+    final["heldout"] = {**held[cfg.rank_by], f"by_{other}": by_other}
+    final["wall_seconds"] = round(time.time() - t_start, 1)
   if main_process:
     run_dir.final_file.write_text(json.dumps(final, indent=2))
   writer.write(cfg.num_steps, "test", final)

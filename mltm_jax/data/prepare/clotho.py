@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mltm_jax.data.clotho import SPLIT_ROLES, audio_dirs, read_captions_csv
+from mltm_jax.data.clotho import OPTIONAL_SPLITS, SPLIT_ROLES, audio_dirs, read_captions_csv
 from mltm_jax.data.prepare.common import Entry, Listing, Skip, relative
 
 __all__ = ["read_clotho"]
@@ -31,7 +31,8 @@ def read_clotho(src: str | Path) -> Listing:
   for name, split in SPLIT_ROLES.items():
     csv_path = src / f"clotho_captions_{name}.csv"
     if not csv_path.is_file():
-      out.split_missing(csv_path.name, name)
+      if name not in OPTIONAL_SPLITS:
+        out.split_missing(csv_path.name, name)
       continue
     found += 1
     rows, utf8 = read_captions_csv(csv_path, audio_dirs(src, name))
