@@ -2,6 +2,11 @@
 
   python -m launch.experiments --suite=claims --out=DIR [--scale=small|full|smoke]
       [--seeds=N] [--cells=name1,name2] [--prune_checkpoints] [--report_only] [--list]
+  python -m launch.experiments --suite=tuning --out=DIR [--scale=...] [--seeds=N] ...
+
+--suite=tuning runs the tuning protocol (WORKSPACE.md "Tuning protocol"): every configuration
+of every method (first seed), then the configuration each method selects on validation with
+the other seeds, then the noise methods' selections on noisy pairs.
 
 Each (cell, seed) is a run directory DIR/cells/<cell>__seed<seed>/; finished ones are
 skipped and an interrupted one resumes from its checkpoint, so rerunning the same command
@@ -28,7 +33,11 @@ REPO = Path(__file__).resolve().parents[1]
 XLA_CACHE = "xla_cache"
 
 _SUITE = flags.DEFINE_enum(
-  "suite", "claims", ["claims"], "Experiment grid (docs/method.md section 8)."
+  "suite",
+  "claims",
+  ["claims", "tuning"],
+  "Experiment grid: claims (docs/method.md section 8, default hyperparameters) or tuning "
+  "(every method tuned on validation with the same budget).",
 )
 _OUT = flags.DEFINE_string("out", None, "Grid directory: cells/, REPORT.md, plots.")
 _SCALE = flags.DEFINE_enum(
@@ -89,9 +98,64 @@ def _check_data_dirs(runs) -> None:
     check_synthcaps_dir(data_dir)
 
 
+def _tuning(out: Path, command: str, commit: str) -> None:
+  """--suite=tuning: stages 1-3 (each resumable), then the report."""
+  from tqdm.auto import tqdm
+
+  from mltm_jax.experiments.runner import Interrupted, plan_runs, run_grid
+  from mltm_jax.experiments.tuning import select_configs, tuning_grid
+  from mltm_jax.experiments.tuning_report import write_tuning_report
+
+  try:
+    grid = tuning_grid(_SCALE.value, _SEEDS.value or 3, _DATA_DIR.value)
+  except ValueError as e:
+    fail(str(e))
+  if _LIST.value:
+    for _, _, cells in grid.methods:
+      for cell in cells:
+        print(f"{cell.name:28s} " + " ".join(f"--{k}={v}" for k, v in cell.overrides))
+    print(f"stage 1: {sum(len(c) for _, _, c in grid.methods)} configurations x seed {grid.seeds[0]}")
+    return
+  if not _OUT.value:
+    fail("--out is required")
+  init_runtime()
+  enable_compilation_cache(out / XLA_CACHE)
+  if not _REPORT_ONLY.value:
+    date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    provenance = {"command": command, "commit": commit, "date": date}
+    stages = (
+      ("stage 1 (every configuration)", lambda: grid.stage1()),
+      ("stage 2 (selected, other seeds)", lambda: grid.stage2(select_configs(grid, out))),
+      ("stage 3 (noisy pairs)", lambda: grid.stage3(select_configs(grid, out))),
+    )
+    for name, stage in stages:
+      tqdm.write(name)
+      try:
+        runs = plan_runs(stage(), out, progress=_PROGRESS.value)
+        _check_data_dirs(runs)
+        run_grid(runs, out, log=tqdm.write, prune=_PRUNE.value, provenance=provenance)
+      except Interrupted as e:
+        print(f"interrupted: {e}", file=sys.stderr)
+        sys.exit(1)
+      except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume", file=sys.stderr)
+        sys.exit(1)
+      except (FileNotFoundError, ValueError) as e:
+        fail(str(e).splitlines()[0])
+  elif not (out / "cells").is_dir():
+    fail(f"--out={out}: no cells/ directory to report on")
+  date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+  print(f"report: {write_tuning_report(grid, out, command, commit, date)}")
+
+
 def main(argv):
   if len(argv) > 1:
     fail(f"unexpected arguments: {' '.join(argv[1:])}")
+  command = "python -m launch.experiments " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+  if _SUITE.value == "tuning":
+    if _CELLS.value:
+      fail("--cells applies to --suite=claims only")
+    return _tuning(Path(_OUT.value or "."), command, git_commit())
   from mltm_jax.experiments.claims import claims_grid, select
 
   try:
@@ -109,7 +173,6 @@ def main(argv):
   if not _OUT.value:
     fail("--out is required")
   out = Path(_OUT.value)
-  command = "python -m launch.experiments " + " ".join(shlex.quote(a) for a in sys.argv[1:])
   commit = git_commit()
   init_runtime()
   enable_compilation_cache(out / XLA_CACHE)

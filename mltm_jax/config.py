@@ -167,6 +167,11 @@ class Config:
   )
   normalize_cost: bool = _f(True, "Divide the batch cost by its maximum (official code).")
   margin: float = _f(0.2, "Margin of the triplet and ranking losses.")
+  triplet_warmup_steps: int = _f(
+    0,
+    "Triplet loss: every negative (the ranking loss) for the first k steps, then the hardest "
+    "one (VSE++ trainers' warm-up against collapse; 0 = hardest from the start).",
+  )
   temperature: float = _f(0.07, "InfoNCE temperature (initial value if learned).")
   learn_temperature: bool = _f(False, "Learn the InfoNCE temperature.")
   # Optimisation.
@@ -346,6 +351,8 @@ class Config:
       )
     if not 0.0 <= self.noise_p < 1.0:
       out.append(f"--noise_p must be in [0, 1), got {self.noise_p}")
+    if self.triplet_warmup_steps < 0:
+      out.append(f"--triplet_warmup_steps must be >= 0, got {self.triplet_warmup_steps}")
     if self.metric_learning_rate < 0:
       out.append(f"--metric_learning_rate must be >= 0, got {self.metric_learning_rate}")
     if self.lr_decay_steps < 0 or self.warmup_steps < 0 or self.grad_clip < 0:

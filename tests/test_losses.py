@@ -542,3 +542,23 @@ def test_ott_solver_path_finite_over_eps_range(eps, variant):
     )
     loss, grad = f(jnp.asarray(c, jnp.float32))
     assert np.isfinite(float(loss)) and np.all(np.isfinite(np.asarray(grad)))
+
+
+def test_triplet_warmup_uses_every_negative_then_the_hardest():
+  """--triplet_warmup_steps: the torch ranking loss before step k, the torch triplet after."""
+  from mltm_jax.config import Config
+  from mltm_jax.losses import batch_loss
+
+  rng = np.random.default_rng(23)
+  a = rng.normal(size=(16, 8))
+  t = a + rng.normal(size=(16, 8))
+  a /= np.linalg.norm(a, axis=1, keepdims=True)
+  t /= np.linalg.norm(t, axis=1, keepdims=True)
+  sim = torch.tensor(a @ t.T)
+  cfg = Config(loss="triplet", margin=0.2, triplet_warmup_steps=10)
+  fn = jax.jit(lambda x, y, s: batch_loss(cfg, x, y, {}, {}, s)[0])
+  x, y = jnp.asarray(a, jnp.float32), jnp.asarray(t, jnp.float32)
+  for step, ref in ((0, _torch_ranking), (9, _torch_ranking), (10, _torch_triplet)):
+    assert abs(float(fn(x, y, step)) - ref(sim, 0.2).item()) <= 1e-5, step
+  no_warmup = batch_loss(cfg.replace(triplet_warmup_steps=0), x, y, {}, {}, 0)[0]
+  assert abs(float(no_warmup) - _torch_triplet(sim, 0.2).item()) <= 1e-5

@@ -21,7 +21,7 @@ def dataset_root(cfg: Config) -> Path:
     from mltm_jax.synthcaps import ensure_synthcaps
 
     render = lambda: ensure_synthcaps(
-      root, cfg.sizes, seed=cfg.synthcaps_seed, sample_rate=cfg.sample_rate
+      root, cfg.sizes, seed=cfg.synthcaps_seed, sample_rate=cfg.sample_rate, progress=cfg.progress
     )
     if jax.process_index() == 0:
       render()

@@ -29,7 +29,12 @@ def init_loss_params(cfg: Config) -> dict[str, jax.Array]:
 
 
 def batch_loss(
-  cfg: Config, audio: jax.Array, text: jax.Array, metric_params: dict, loss_params: dict
+  cfg: Config,
+  audio: jax.Array,
+  text: jax.Array,
+  metric_params: dict,
+  loss_params: dict,
+  step: jax.Array | int = 0,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Loss of a GLOBAL batch.
 
@@ -38,6 +43,7 @@ def batch_loss(
     text: [B, D] unit caption embeddings.
     metric_params: the ground metric (``mltm_jax.metric``), kind ``cfg.effective_metric``.
     loss_params: ``init_loss_params`` output.
+    step: int32 scalar, the update being computed (``--triplet_warmup_steps``).
   Returns:
     (scalar loss, dict of scalar diagnostics).
   """
@@ -64,7 +70,11 @@ def batch_loss(
     )
     return symmetric_infonce(sim, temperature), {"temperature": jnp.asarray(temperature)}
   if cfg.loss == "triplet":
-    return triplet_hardest_negative(sim, cfg.margin), {}
+    hardest = triplet_hardest_negative(sim, cfg.margin)
+    if cfg.triplet_warmup_steps == 0:
+      return hardest, {}
+    warm = jnp.asarray(step) < cfg.triplet_warmup_steps
+    return jnp.where(warm, bidirectional_ranking(sim, cfg.margin), hardest), {}
   if cfg.loss == "ranking":
     return bidirectional_ranking(sim, cfg.margin), {}
   raise ValueError(f"unknown loss {cfg.loss!r}")

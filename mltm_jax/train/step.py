@@ -46,7 +46,7 @@ def make_train_step(
       text = text_tower.apply(
         {"params": params["text"]}, batch["text"], train=True, rngs={"dropout": r_drop_t}
       )
-      loss, aux = batch_loss(cfg, audio, text, params["metric"], params["loss"])
+      loss, aux = batch_loss(cfg, audio, text, params["metric"], params["loss"], state.step)
       return loss, (aux, new_vars["batch_stats"])
 
     (loss, (aux, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)

@@ -1,0 +1,146 @@
+"""The tuning protocol: its configurations, the selection on validation, and the report's
+numbers, on run directories written here (no training)."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from mltm_jax.config import Config
+from mltm_jax.experiments import tuning
+from mltm_jax.experiments.claims import LOSS_VARIANTS
+from mltm_jax.experiments.tuning_report import write_tuning_report
+
+# Each method's own hyperparameters: the only fields its configurations may set.
+OWN = {
+  "triplet": {"margin", "triplet_warmup_steps"},
+  "ranking": {"margin"},
+  "contrastive": {"temperature"},
+  "entropic_contrastive": {"eps"},
+  "mltm_euclidean": {"eps"},
+  "mltm_full": {"eps", "metric_learning_rate"},
+  "mltm_diagonal": {"eps", "metric_learning_rate"},
+  "mltm_partial": {"eps", "mass", "metric_learning_rate"},
+  "mltm_unbalanced": {"eps", "tau", "metric_learning_rate"},
+}
+METRICS = ("R@1", "R@5", "R@10", "R@50", "medR", "meanR", "mAP@10")
+
+
+def test_every_method_gets_six_distinct_valid_configurations_of_its_own_hyperparameters():
+  grid = tuning.tuning_grid("small")
+  variants = {key: ov for key, _, ov in LOSS_VARIANTS}
+  assert [k for k, _, _ in grid.methods] == list(variants)
+  for key, _, cells in grid.methods:
+    assert len(cells) == 6, key
+    seen = set()
+    for cell in cells:
+      ov = dict(cell.overrides)
+      assert {k: ov[k] for k in variants[key]} == variants[key]
+      assert set(ov) - set(variants[key]) <= OWN[key], (key, ov)
+      seen.add(tuple(sorted(ov.items())))
+      cfg = Config(**{**grid.base, **ov, "workdir": "/tmp/x"})
+      assert cfg.problems() == [], (cell.name, cfg.problems())
+    assert len(seen) == 6, key
+  assert grid.seeds == (1997, 1998, 1999)
+  assert grid.base["synthcaps_sizes"].count(",") == 3  # the held-out split is evaluated
+  warm = {dict(c.overrides)["triplet_warmup_steps"] for c in grid.methods[0][2]}
+  assert warm == {0, grid.base["num_steps"] // 5}
+
+
+def _metrics(r1: float, r10: float) -> dict:
+  m = {k: 0.0 for k in METRICS}
+  m.update({"R@1": r1, "R@5": (r1 + r10) / 2, "R@10": r10})
+  return m
+
+
+def _final(r1: float, held_r1: float, r10: float = 80.0) -> dict:
+  test = {"t2a": _metrics(r1, r10), "a2t": _metrics(r1 + 1, r10)}
+  held = {"t2a": _metrics(held_r1, r10), "a2t": _metrics(held_r1 + 1, r10)}
+  return {
+    **test,
+    "rank_by": "distance",
+    "modality_gap": 0.1,
+    "wall_seconds": 10.0,
+    "best_step": 300,
+    "by_plan": test,
+    "heldout": {**held, "rank_by": "distance", "by_plan": held},
+  }
+
+
+def _write_run(out: Path, cell: str, seed: int, score: float, step: int, final: dict) -> None:
+  d = out / "cells" / f"{cell}__seed{seed}"
+  d.mkdir(parents=True)
+  (d / "best.json").write_text(json.dumps({"score": score, "step": step, "report": None}))
+  (d / "final_metrics.json").write_text(json.dumps({**final, "best_step": step}))
+
+
+def test_selection_on_validation_and_the_later_stages(tmp_path):
+  grid = tuning.tuning_grid("small")
+  first = grid.seeds[0]
+  for key, _, cells in grid.methods:
+    if key == "ranking":  # one configuration unfinished: not selected yet
+      cells = cells[:-1]
+    for i, c in enumerate(cells):
+      score = 100.0 + (10.0 if i == 4 else i)  # configuration 4 wins on validation
+      _write_run(tmp_path, c.name, first, score, 300, _final(50.0 - i, 40.0))
+  picked = tuning.select_configs(grid, tmp_path)
+  assert "ranking" not in picked
+  assert picked == {k: f"{k}__t4" for k, _, _ in grid.methods if k != "ranking"}
+  stage2 = grid.stage2(picked)
+  assert stage2.seeds == (1998, 1999) and [c.name for c in stage2.cells] == list(picked.values())
+  stage3 = grid.stage3(picked)
+  names = [c.name for c in stage3.cells]
+  assert names == [f"{k}__t4__noise{p:g}" for k in ("contrastive", "mltm_full", "mltm_partial")
+                   for p in (0.2, 0.4, 0.6)]
+  for c in stage3.cells:
+    base = dict(grid.cell(c.name.split("__noise")[0]).overrides)
+    assert dict(c.overrides) == {**base, "noise_p": float(c.name.rsplit("noise", 1)[1])}
+
+
+def test_report_tables_and_verdicts_per_split(tmp_path):
+  grid = tuning.tuning_grid("small")
+  r1 = {  # selected configurations' test / held-out T2A R@1
+    "triplet": (30.0, 20.0),
+    "ranking": (35.0, 25.0),
+    "contrastive": (50.0, 40.0),
+    "entropic_contrastive": (45.0, 35.0),
+    "mltm_euclidean": (48.0, 42.0),
+    "mltm_full": (52.0, 38.0),  # beats InfoNCE on test, not on held-out
+    "mltm_diagonal": (49.0, 41.0),
+    "mltm_partial": (51.0, 39.0),
+    "mltm_unbalanced": (47.0, 37.0),
+  }
+  for key, _, cells in grid.methods:
+    for i, c in enumerate(cells):
+      sel = i == 2
+      for seed in grid.seeds if sel else grid.seeds[:1]:
+        test, held = r1[key] if sel else (5.0, 5.0)
+        r10 = 1.0 if key == "triplet" else 80.0  # triplet failed: R@10 below 2 x chance
+        step = 600 if (sel and key == "ranking") else 300
+        _write_run(tmp_path, c.name, seed, 200.0 if sel else 100.0, step,
+                   _final(test + seed - 1998, held + seed - 1998, r10))
+  path = write_tuning_report(grid, tmp_path, "cmd", "abc", "today")
+  text = path.read_text()
+  assert "Best validation step before the last step in 53 of 54 finished tuning runs." in text
+  # every configuration listed with its score, the selected one marked
+  assert text.count("| **selected** |") == 9 and text.count("| 100.0 |") == 45
+  # selected test table: mean ± std over the 3 seeds (R@1 + seed offsets -1, 0, +1)
+  assert re.search(r"\| InfoNCE \| temperature=0\.05 \| 50\.0 ± 1\.0 \|", text)
+
+  def verdicts(a: str, b: str) -> dict:
+    out = {}
+    for line in text.splitlines():
+      cells = [c.strip() for c in line.strip("|").split("|")]
+      if len(cells) > 3 and cells[1] == f"{a} vs {b}":
+        out[cells[2]] = cells[-1]
+    return out
+
+  assert verdicts("m-LTM, Mahalanobis full", "InfoNCE") == {
+    "test": "holds",
+    "heldout": "does not hold",
+  }
+  assert verdicts("m-LTM, Mahalanobis full", "triplet (hardest negative)")["test"].startswith(
+    "invalid: triplet (hardest negative) failed"
+  )
+  assert (tmp_path / "test_vs_heldout.png").stat().st_size > 10_000
