@@ -15,6 +15,8 @@ LOSSES = ("mltm", "triplet", "ranking", "contrastive", "entropic_contrastive")
 OT_VARIANTS = ("balanced", "partial", "unbalanced")
 OT_SOLVERS = ("ott", "native")
 PARTIAL_OT_SOLVERS = ("native",)  # ott-jax has no partial-OT solver
+# --ot_solver: "auto" = ott for balanced and unbalanced OT, native for partial OT.
+OT_SOLVER_CHOICES = ("auto",) + OT_SOLVERS
 METRICS = ("full", "diagonal", "identity", "lowrank")
 METRIC_INITS = ("identity", "official")
 DATASETS = ("synthcaps", "clotho", "prepared")
@@ -52,7 +54,7 @@ def upgrade_saved(raw: dict[str, Any]) -> dict[str, Any]:
   Runs written before --ot_solver applied to partial OT hold ot_solver='ott' with
   ot='partial'; they ran the native solver (the only partial one), which this records.
   """
-  if raw.get("ot") == "partial" and raw.get("ot_solver") not in PARTIAL_OT_SOLVERS:
+  if raw.get("ot") == "partial" and raw.get("ot_solver") == "ott":
     return {**raw, "ot_solver": PARTIAL_OT_SOLVERS[0]}
   return raw
 
@@ -160,10 +162,11 @@ class Config:
   mass: float = _f(0.95, "Transported mass s of partial OT.")
   tau: float = _f(0.9, "Marginal relaxation tau of unbalanced OT (1 = balanced).")
   ot_solver: str = _f(
-    "ott",
+    "auto",
     "OT solver of m-LTM: ott (ott-jax's Sinkhorn, unrolled differentiation; balanced and "
-    "unbalanced only: ott-jax has no partial OT) or native (ours, custom backward pass; faster).",
-    OT_SOLVERS,
+    "unbalanced only: ott-jax has no partial OT), native (ours, custom backward pass; faster) "
+    "or auto (ott, and native for --ot=partial).",
+    OT_SOLVER_CHOICES,
   )
   normalize_cost: bool = _f(True, "Divide the batch cost by its maximum (official code).")
   margin: float = _f(0.2, "Margin of the triplet and ranking losses.")
@@ -242,6 +245,13 @@ class Config:
   @property
   def clip_samples(self) -> int:
     return int(round(self.clip_seconds * self.sample_rate))
+
+  @property
+  def resolved_ot_solver(self) -> str:
+    """The solver --ot_solver names for this --ot (auto: ott, native for partial OT)."""
+    if self.ot_solver != "auto":
+      return self.ot_solver
+    return PARTIAL_OT_SOLVERS[0] if self.ot == "partial" else "ott"
 
   @property
   def effective_metric(self) -> str:
@@ -373,7 +383,7 @@ class Config:
       out.append("--workdir must not be empty")
     if self.metric_rank and self.metric != "lowrank":
       out.append(f"--metric_rank={self.metric_rank} needs --metric=lowrank, got {self.metric!r}")
-    if self.loss == "mltm" and self.ot == "partial" and self.ot_solver not in PARTIAL_OT_SOLVERS:
+    if self.loss == "mltm" and self.ot == "partial" and self.resolved_ot_solver == "ott":
       out.append(
         f"--ot_solver={self.ot_solver} has no partial OT (ott-jax has none); --ot=partial "
         f"needs --ot_solver={' or '.join(PARTIAL_OT_SOLVERS)}"

@@ -166,3 +166,20 @@ def test_workspace_flag_table_lists_every_flag_with_its_default():
   assert set(rows) == set(fields), set(rows) ^ set(fields)
   for name, default in fields.items():
     assert rows[name] == str(default), (name, rows[name], default)
+
+
+def test_ot_solver_auto_picks_the_solver_each_variant_has():
+  from mltm_jax.config import upgrade_saved
+
+  assert Config().ot_solver == "auto" and Config().resolved_ot_solver == "ott"
+  assert Config(ot="unbalanced").resolved_ot_solver == "ott"
+  partial = Config(ot="partial")  # the pre-#14 command line works unchanged
+  assert partial.problems() == [] and partial.resolved_ot_solver == "native"
+  assert Config(ot="partial", ot_solver="native").problems() == []
+  assert Config(ot_solver="native").resolved_ot_solver == "native"
+  bad = Config(ot="partial", ot_solver="ott").problems()
+  assert len(bad) == 1 and "--ot=partial" in bad[0] and "ott-jax has none" in bad[0], bad
+  assert Config(loss="contrastive", ot="partial", ot_solver="ott").problems() == []  # unused
+  # runs saved when partial OT always ran natively whatever ot_solver said
+  assert upgrade_saved({"ot": "partial", "ot_solver": "ott"})["ot_solver"] == "native"
+  assert upgrade_saved({"ot": "partial", "ot_solver": "auto"})["ot_solver"] == "auto"

@@ -57,7 +57,7 @@ def batch_loss(
         mass=cfg.mass,
         tau=cfg.tau,
         normalize_max=cfg.normalize_cost,
-        solver=cfg.ot_solver,  # partial OT: 'native' only (Config.problems refuses 'ott')
+        solver=cfg.resolved_ot_solver,  # partial OT: native (Config.problems refuses ott)
       )
       return loss, {k: jnp.asarray(v, jnp.float32) for k, v in aux.items()}
     return entropic_infonce(cost, cfg.eps, normalize_max=cfg.normalize_cost), {}
