@@ -127,6 +127,7 @@ def _tuning(out: Path, command: str, commit: str) -> None:
       ("stage 1 (every configuration)", lambda: grid.stage1()),
       ("stage 2 (selected, other seeds)", lambda: grid.stage2(select_configs(grid, out))),
       ("stage 3 (noisy pairs)", lambda: grid.stage3(select_configs(grid, out))),
+      ("stage 4 (text encoder fine-tuned)", lambda: grid.stage4(select_configs(grid, out))),
     )
     for name, stage in stages:
       tqdm.write(name)

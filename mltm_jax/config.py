@@ -191,6 +191,12 @@ class Config:
     "Adam learning rate of the metric M alone (own Adam, same warm-up and decay shape); 0 = "
     "--learning_rate for everything (the official single rate).",
   )
+  text_learning_rate: float = _f(
+    0.0,
+    "Adam learning rate of the pretrained text encoder (not its projection head) when it is "
+    "fine-tuned (--freeze_text=false), own Adam, same warm-up and decay shape; 0 = "
+    "--learning_rate.",
+  )
   lr_decay_steps: int = _f(
     0, "Multiply the learning rate by --lr_decay_factor every k steps (0 = off)."
   )
@@ -363,8 +369,8 @@ class Config:
       out.append(f"--noise_p must be in [0, 1), got {self.noise_p}")
     if self.triplet_warmup_steps < 0:
       out.append(f"--triplet_warmup_steps must be >= 0, got {self.triplet_warmup_steps}")
-    if self.metric_learning_rate < 0:
-      out.append(f"--metric_learning_rate must be >= 0, got {self.metric_learning_rate}")
+    if self.metric_learning_rate < 0 or self.text_learning_rate < 0:
+      out.append("--metric_learning_rate and --text_learning_rate must be >= 0")
     if self.lr_decay_steps < 0 or self.warmup_steps < 0 or self.grad_clip < 0:
       out.append("--lr_decay_steps, --warmup_steps and --grad_clip must be >= 0")
     out.extend(self._combination_problems())

@@ -53,3 +53,26 @@ def test_zero_keeps_the_single_rate_chain():
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_array_equal(x, y)
   assert any("--metric_learning_rate" in p for p in Config(metric_learning_rate=-1).problems())
+
+
+def test_fine_tuned_text_encoder_has_its_own_rate():
+  """--text_learning_rate: the text encoder (not its head) at its own rate when fine-tuned;
+  ignored when the encoder is frozen (no encoder parameters then)."""
+  params = _params()
+  params["text"] = {"encoder": {"w": jnp.zeros((5,))}, "head": {"w": jnp.zeros((2,))}}
+  grads = jax.tree.map(lambda x: -jnp.ones_like(x), params)
+  cfg = Config(
+    metric="diagonal", learning_rate=1e-3, metric_learning_rate=1e-5, text_learning_rate=5e-5,
+    freeze_text=False, grad_clip=0.0,
+  )
+  tx = make_optimizer(cfg)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  np.testing.assert_allclose(updates["text"]["encoder"]["w"], 5e-5, rtol=1e-3)
+  np.testing.assert_allclose(updates["text"]["head"]["w"], 1e-3, rtol=1e-3)
+  np.testing.assert_allclose(updates["audio"]["w"], 1e-3, rtol=1e-3)
+  np.testing.assert_allclose(updates["metric"]["diag"], 1e-5, rtol=2e-2)
+  frozen = _params()  # frozen encoder: features in, the head is all the text tower has
+  one = make_optimizer(Config(metric="diagonal", text_learning_rate=5e-5, grad_clip=0.0))
+  up, _ = one.update(jax.tree.map(lambda x: -jnp.ones_like(x), frozen), one.init(frozen), frozen)
+  np.testing.assert_allclose(up["text"]["w"], 1e-3, rtol=1e-3)
+  assert any("--text_learning_rate" in p for p in Config(text_learning_rate=-1).problems())

@@ -144,3 +144,30 @@ def test_report_tables_and_verdicts_per_split(tmp_path):
     "invalid: triplet (hardest negative) failed"
   )
   assert (tmp_path / "test_vs_heldout.png").stat().st_size > 10_000
+
+
+def test_regime_stage_and_its_report_section(tmp_path):
+  grid = tuning.tuning_grid("small")
+  picked = {k: f"{k}__t1" for k, _, _ in grid.methods}
+  stage4 = grid.stage4(picked)
+  assert [c.name for c in stage4.cells] == [
+    f"{k}__t1__regime" for k in ("contrastive", "mltm_euclidean", "mltm_diagonal", "mltm_full")
+  ]
+  assert stage4.seeds == grid.seeds
+  for c in stage4.cells:
+    ov = dict(c.overrides)
+    assert ov["freeze_text"] is False and ov["text_learning_rate"] == 5e-5
+    cfg = Config(**{**grid.base, **ov, "workdir": "/tmp/x"})
+    assert cfg.problems() == [] and cfg.num_steps == 300
+  first = grid.seeds[0]
+  for key, _, cells in grid.methods:  # stage 1: configuration 1 selected everywhere
+    for i, c in enumerate(cells):
+      _write_run(tmp_path, c.name, first, 200.0 if i == 1 else 100.0, 300, _final(40.0, 30.0))
+  for c, r1 in zip(stage4.cells, (50.0, 45.0, 47.0, 52.0)):
+    for seed in grid.seeds:
+      _write_run(tmp_path, c.name, seed, 150.0, 250, _final(r1, r1 - 10))
+  text = write_tuning_report(grid, tmp_path, "cmd", "abc", "today").read_text()
+  section = text[text.index("## 6."):]
+  assert "| m-LTM, Mahalanobis full | 52.0 ± 0.0 |" in section
+  row = next(l for l in section.splitlines() if l.startswith("| m-LTM, Mahalanobis full vs InfoNCE | heldout"))
+  assert row.endswith("| holds |") and "42.0 vs 40.0 (+2.0)" in row

@@ -48,28 +48,47 @@ def learning_rate_schedule(cfg: Config, peak: float | None = None) -> optax.Sche
   return base
 
 
-def _param_group(params: Any) -> dict:
-  """"metric" for the metric's parameters, "rest" for the towers' and the loss's."""
-  return {k: ("metric" if k == "metric" else "rest") for k in params}
+def _param_groups(cfg: Config):
+  """params -> a prefix tree of group labels: "metric" (with --metric_learning_rate),
+  "text_encoder" (the fine-tuned text encoder, with --text_learning_rate), "rest"."""
+
+  def text_label(name: str) -> str:
+    return "text_encoder" if name == "encoder" and cfg.text_learning_rate > 0 else "rest"
+
+  def labels(params: Any) -> dict:
+    out = {}
+    for k, v in params.items():
+      if k == "metric" and cfg.metric_learning_rate > 0:
+        out[k] = "metric"
+      elif k == "text":
+        out[k] = {name: text_label(name) for name in v}
+      else:
+        out[k] = "rest"
+    return out
+
+  return labels
 
 
 def make_optimizer(cfg: Config) -> optax.GradientTransformationExtraArgs:
   """clip -> Adam(schedule) -> PSD projection of the metric (last, needs params).
 
-  With --metric_learning_rate > 0 the metric has its own Adam at that peak rate (same warm-up
-  and decay steps) and the rest keeps --learning_rate (optax.multi_transform); with 0 the chain
-  is the single-rate one (and its optimizer state has the single-rate structure)."""
+  With --metric_learning_rate > 0 the metric, and with --text_learning_rate > 0 the fine-tuned
+  text encoder, have their own Adam at that peak rate (same warm-up and decay steps) and the
+  rest keeps --learning_rate (optax.multi_transform); with neither the chain is the
+  single-rate one (and its optimizer state has the single-rate structure)."""
   parts = []
   if cfg.grad_clip > 0:
     parts.append(optax.clip_by_global_norm(cfg.grad_clip))
+  groups = {"rest": cfg.learning_rate}
   if cfg.metric_learning_rate > 0:
+    groups["metric"] = cfg.metric_learning_rate
+  if cfg.text_learning_rate > 0 and not cfg.freeze_text:
+    groups["text_encoder"] = cfg.text_learning_rate
+  if len(groups) > 1:
     parts.append(
       optax.multi_transform(
-        {
-          "rest": optax.adam(learning_rate_schedule(cfg)),
-          "metric": optax.adam(learning_rate_schedule(cfg, cfg.metric_learning_rate)),
-        },
-        _param_group,
+        {name: optax.adam(learning_rate_schedule(cfg, lr)) for name, lr in groups.items()},
+        _param_groups(cfg if not cfg.freeze_text else cfg.replace(text_learning_rate=0.0)),
       )
     )
   else:
