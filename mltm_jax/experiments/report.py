@@ -182,13 +182,14 @@ def paired_r1_diffs(
   ]
 
 
-def failed_cells(grid: Grid, res: Results) -> dict[str, str]:
-  """Cells whose mean test R@10 (by distance) is below 2x chance in a direction: a failed run,
+def failed_cells(grid: Grid, res: Results, split_index: int = 2) -> dict[str, str]:
+  """Cells whose mean R@10 (by distance) on the split of --synthcaps_sizes position
+  ``split_index`` (2: test, 3: held-out) is below 2x chance in a direction: a failed run,
   which cannot make a claim hold. {cell: reason}."""
   sizes = str(grid.base.get("synthcaps_sizes", "")).split(",")
-  if len(sizes) < 3:
+  if len(sizes) <= split_index or int(sizes[split_index]) < 1:
     return {}
-  chance = chance_r10(int(sizes[2]))
+  chance = chance_r10(int(sizes[split_index]))
   out = {}
   for cell in res.finals:
     for d in DIRECTIONS:

@@ -22,6 +22,7 @@ from mltm_jax.experiments.report import (
   _r1_diffs,
   _table,
   _wall_line,
+  failed_cells,
   fmt,
   method_text,
   paired_r1_diffs,
@@ -33,7 +34,7 @@ from mltm_jax.experiments.tuning import (
   select_configs,
   validation_of,
 )
-from mltm_jax.experiments.verdicts import _agreeing, _verdict, chance_r10
+from mltm_jax.experiments.verdicts import _agreeing, _verdict
 
 SPLITS = ("test", "heldout")
 KEYS = ("R@1", "R@5", "R@10")
@@ -62,22 +63,6 @@ def hyperparameters(key: str, cell) -> str:
   fixed = _VARIANT_OVERRIDES[key]
   hp = [(k, v) for k, v in cell.overrides if fixed.get(k, object()) != v and k != "noise_p"]
   return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in hp)
-
-
-def failed(grid: TuningGrid, res: Results, split: str) -> dict[str, str]:
-  """Cells whose mean R@10 (by distance) on ``split`` is below 2x chance: failed runs."""
-  sizes = [int(x) for x in str(grid.base["synthcaps_sizes"]).split(",")]
-  n = sizes[2] if split == "test" else (sizes[3] if len(sizes) > 3 else 0)
-  if n < 1:
-    return {}
-  chance, out = chance_r10(n), {}
-  for cell in res.finals:
-    for d in DIRECTIONS:
-      st = res.stat(cell, "distance", d, "R@10")
-      if st is not None and st.mean < 2 * chance[d]:
-        out[cell] = f"{d.upper()} R@10 {st.mean:.1f} < 2 x chance {chance[d]:.1f}"
-        break
-  return out
 
 
 def tuning_table(grid: TuningGrid, out: Path, picked: dict[str, str]) -> tuple[list[str], int, int]:
@@ -237,7 +222,7 @@ def write_tuning_report(grid: TuningGrid, out: Path, command: str, commit: str, 
   views = {"test": res, "heldout": heldout_view(res)}
   picked = select_configs(grid, out)
   n = len(grid.seeds)
-  fails = {split: failed(grid, v, split) for split, v in views.items()}
+  fails = {split: failed_cells(grid, v, 2 if split == "test" else 3) for split, v in views.items()}
   table, early, done = tuning_table(grid, out, picked)
   b = grid.base
   sizes = str(b["synthcaps_sizes"]).split(",")
