@@ -5,7 +5,7 @@ Layout under ``root``::
     clotho_captions_{split}.csv   header: file_name,caption_1,...,caption_5
     {split}/{file_name}           audio files (also clotho_audio_{split}/, audio/{split}/)
 
-Splits: development, validation, evaluation.
+Splits: development, validation, evaluation (and SynthCaps' extra split heldout).
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+
+from mltm_jax.data.metadata import clean_captions, fix_field, read_csv, resolve_name
 
 __all__ = [
   "ROLE_SPLITS",
@@ -79,8 +81,6 @@ def read_captions_csv(csv_path: Path, dirs: list[Path]) -> tuple[list[Row], bool
   Raises:
     ValueError: empty CSV, or a header without ``file_name`` or caption columns.
   """
-  from mltm_jax.data.prepare.common import clean_captions, fix_field, read_csv, resolve_name
-
   header, rows, utf8 = read_csv(csv_path)
   if "file_name" not in header:
     raise ValueError(f"{csv_path}: header has no 'file_name' column (got {header})")
