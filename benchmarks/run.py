@@ -1,6 +1,6 @@
 """Runs the benchmarks and prints one row per measurement.
 
-  python -m benchmarks.run [--only=loss,partial,eval,psd,data] [--json=FILE] [--quick]
+  python -m benchmarks.run [--only=loss,partial,eval,psd,data,latency] [--json=FILE] [--quick]
 
 Each benchmark times ours and a reference (torch / POT / numpy, written in
 benchmarks/ from the method's description) in this process: warm-up excluded,
@@ -24,6 +24,7 @@ from absl import app, flags
 from benchmarks.cpu import (
   bench_data,
   bench_eval,
+  bench_latency,
   bench_loss,
   bench_memory,
   bench_partial,
@@ -44,6 +45,7 @@ BENCHMARKS = {
   "towers": towers,  # rows towers_audio (ResNet38 trunk), towers_text (BERT-base)
   "search": bench_search,  # rows search_exact (JAX vs faiss flat), search_ann (faiss IVF)
   "data": bench_data,  # rows data (input pipeline: peak RSS and clips/s vs dataset size)
+  "latency": bench_latency,  # row search_latency (one text query vs a 10k index, p50/p99)
 }
 
 FLAGS = flags.FLAGS

@@ -1,10 +1,13 @@
 """Embed every audio file under a directory into a searchable index.
 
   python -m launch.embed --workdir=runs/demo --audio_dir=DIR --out=INDEX
-      [--checkpoint=best|latest] [--chunk_hop_seconds=S] [--shard_size=256]
+      [--checkpoint=best|latest] [--chunk_hop_seconds=S] [--shard_size=256] [--max_seconds=30]
 
 Files of any length are cut into windows of the run's clip length (every
---chunk_hop_seconds, default the run's, 0 = half a clip) and their embeddings pooled.
+--chunk_hop_seconds, default the run's, 0 = half a clip) and their embeddings pooled; files
+longer than --max_seconds are decoded and embedded window by window, never whole (memory
+is bounded by the shard size, not by file length). Symlinks are followed only inside
+--audio_dir and every real file is indexed once.
 Stored: the embeddings times the metric factor W (M = W W^T, so c_M is the Euclidean
 distance between stored rows), the file paths and W (see mltm_jax/search/store.py).
 Interrupted (Ctrl-C, SIGTERM)? Rerun the same command: it continues where it stopped.
@@ -40,6 +43,11 @@ _EXT = flags.DEFINE_list(
   "extensions", "wav,flac,ogg,mp3,aiff,aif,au", "Audio file extensions to index."
 )
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
+_MAX_SECONDS = flags.DEFINE_float(
+  "max_seconds",
+  30.0,
+  "Files longer than this are embedded window by window as they are decoded (never whole).",
+)
 
 
 def _interrupt(signum, frame):
@@ -62,6 +70,8 @@ def main(argv):
     fail("--shard_size, --num_workers and --batch_size must be >= 1")
   if _HOP.value is not None and _HOP.value < 0:
     fail(f"--chunk_hop_seconds must be >= 0, got {_HOP.value}")
+  if not _MAX_SECONDS.value > 0:
+    fail(f"--max_seconds must be > 0, got {_MAX_SECONDS.value:g}")
   init_runtime()
   from mltm_jax.api import Retriever
   from mltm_jax.inference.library import embed_library
@@ -81,6 +91,7 @@ def main(argv):
       extensions=tuple(_EXT.value),
       num_workers=_WORKERS.value,
       progress=_PROGRESS.value,
+      max_seconds=_MAX_SECONDS.value,
     )
   except KeyboardInterrupt:
     print(f"\ninterrupted; rerun the same command to continue {out}", file=sys.stderr)
@@ -95,6 +106,16 @@ def main(argv):
     + f"); skipped {summary['skipped']}"
     + (f" ({reasons})" if reasons else "")
   )
+  links = summary["links_outside"], summary["links_repeated"]
+  if any(links):
+    print(
+      f"symlinks not followed: {links[0]} pointing outside {audio_dir},"
+      f" {links[1]} to files or folders already indexed"
+    )
+  streamed = summary["streamed"]
+  if streamed:
+    plural = "s" if streamed != 1 else ""
+    print(f"{streamed} file{plural} longer than {_MAX_SECONDS.value:g} s embedded window by window")
   if summary["new_files"]:
     print(
       f"note: {summary['new_files']} files were added to {audio_dir} after this index was"

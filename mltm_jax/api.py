@@ -124,28 +124,22 @@ class Retriever:
     return self.embed_waves(_Waves(items, self, sample_rate), progress)
 
   def embed_text(self, captions: Sequence[str], progress: bool = False) -> np.ndarray:
-    """[N, D] unit embeddings of captions."""
-    from mltm_jax.evaluation.evaluate import embed_in_batches
+    """[N, D] unit embeddings of captions (a batch of n runs padded to 1, 8, 32 or the
+    batch size rows: ``mltm_jax.inference.query``)."""
+    from mltm_jax.inference.query import embed_captions
 
     if isinstance(captions, str):
       captions = [captions]
-    captions = list(captions)
-    model = self.model
-    if not captions:
-      return np.zeros((0, self.dim), np.float32)
-    inputs = (
-      model.encoder.features(captions, progress=progress)
-      if self.cfg.freeze_text
-      else model.encoder.tokens(captions)
+    return embed_captions(
+      self.model, self.state.params, captions, self.cfg.eval_batch_size, progress
     )
-    return embed_in_batches(
-      lambda t: model.embed_text(self.state.params, t),
-      inputs,
-      self.cfg.eval_batch_size,
-      model.mesh.devices.size,
-      "embed text",
-      progress,
-    )
+
+  def warm_up_text(self, max_batch: int = 1) -> int:
+    """Compiles every shape ``embed_text`` runs for up to ``max_batch`` captions (every token
+    width), so that later calls of that size compile nothing; returns the shapes run."""
+    from mltm_jax.inference.query import warm_up_text
+
+    return warm_up_text(self.model, self.state.params, max_batch, self.cfg.eval_batch_size)
 
   # ------------------------------------------------------------------ the metric
   def distance(self, a: np.ndarray, t: np.ndarray) -> np.ndarray:

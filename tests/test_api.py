@@ -104,3 +104,20 @@ def test_readme_example_runs(ctx, monkeypatch, capsys):
   assert scope["audio"].shape == (2, loaded.dim) and scope["text"].shape == (2, loaded.dim)
   np.testing.assert_allclose(scope["audio"], loaded.embed_audio(files), atol=1e-6)
   assert "[[" in capsys.readouterr().out
+
+
+def test_embed_text_compiles_nothing_after_warm_up(ctx):
+  """After warm_up_text(8), captions of any length in calls of 1 to 8 compile nothing, and a
+  caption's embedding does not depend on the batch it runs in (1, 8 or 32 rows)."""
+  from mltm_jax.compiles import CompileCounter
+
+  r, rng = ctx["r"], np.random.default_rng(3)
+  words = "a dog barks twice while rain falls on a tin roof and wind howls".split()
+  r.warm_up_text(8)
+  with CompileCounter() as counter:
+    for n in range(1, 9):
+      caps = [" ".join(rng.choice(words, int(rng.integers(1, 60)))) for _ in range(n)]
+      assert r.embed_text(caps).shape == (n, r.dim)
+  assert counter.count == 0, counter.names
+  caps = ["rain"] + [f"a dog barks {i} times" for i in range(20)]
+  np.testing.assert_allclose(r.embed_text(caps)[1], r.embed_text(caps[1])[0], atol=1e-5)

@@ -154,3 +154,33 @@ def _with_chunking(run):
   import dataclasses
 
   return dataclasses.replace(run, cfg=run.cfg.replace(long_audio="chunk"))
+
+
+@pytest.mark.parametrize(
+  "file_rate,frames,channels,window,hop",
+  [
+    (SR, SR * 7 + 5, 1, 2 * SR, SR),  # at the model rate
+    (16000, 16000 * 3, 2, 2 * SR, SR),  # resampled, stereo
+    (44100, 44100 * 5 + 17, 2, SR // 2, SR // 2),  # resampled, hop = window
+    (SR, 100, 1, 2 * SR, SR),  # shorter than a window
+    (22050, 1 << 16, 1, SR, 3 * SR // 2),  # exactly one block; hop > window
+    (22050, 2 * (1 << 16) + 1, 1, SR, SR // 4),
+  ],
+)
+def test_streamed_windows_equal_whole_file_windows(
+  tmp_path, file_rate, frames, channels, window, hop
+):
+  """inference.streaming.iter_windows reads blocks of 4096 frames and equals split_windows of
+  the whole decoded file bit for bit (soxr's streaming resampler = librosa's one-shot)."""
+  import soundfile as sf
+
+  from mltm_jax.data.audio import load_audio
+  from mltm_jax.inference.streaming import iter_windows
+
+  path = tmp_path / "x.wav"
+  rng = np.random.default_rng(frames)
+  sf.write(path, 0.3 * rng.normal(size=(frames, channels)), file_rate, subtype="FLOAT")
+  ref = split_windows(load_audio(path, SR), window, hop)
+  got = np.stack(list(iter_windows(path, SR, window, hop, block_frames=4096)))
+  assert got.shape == ref.shape
+  np.testing.assert_array_equal(got, ref)

@@ -44,3 +44,26 @@ def test_tiny_search_benchmark_rows(tmp_path):
     assert r["params"]["sweep"].startswith("1:")
   # On the clustered gallery few lists suffice (the sweep stops at the target).
   assert clustered["recall_at_10"] >= 0.95 and clustered["nprobe"] < 64
+
+
+def test_tiny_search_latency_row(tmp_path):
+  """benchmarks.run --tiny --only=latency: one row, the results of the old pad-to-256 path
+  (distances at every rank within 1e-5), no compilation after warm-up (a CompileCounter, not
+  a timing)."""
+  out_file = tmp_path / "rows.json"
+  res = subprocess.run(
+    [sys.executable, "-m", "benchmarks.run", "--tiny", "--only=latency", "--runs=1"]
+    + [f"--json={out_file}"],
+    check=False,
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert res.returncode == 0, res.stderr[-3000:]
+  (row,) = json.loads(out_file.read_text())
+  assert row["name"] == "search_latency" and row["agree"] is True, row
+  assert row["compiles_after_warm_up"] == 0 and row["params"]["max_dist_diff"] <= 1e-5
+  assert 0 < row["p50_s"] <= row["p99_s"] and 0 < row["ref_p50_s"] <= row["ref_p99_s"]
+  assert abs(row["ratio"] - row["ref_s"] / row["ours_s"]) <= 1e-9 * row["ratio"]
+  assert row["ours_s"] == row["p50_s"] and row["ratio"] > 1.0  # batch 1 beats batch 256

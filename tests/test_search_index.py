@@ -11,7 +11,7 @@ import soundfile as sf
 from mltm_jax.config import Config
 from mltm_jax.inference.chunking import hop_samples, pool_chunks, split_windows
 from mltm_jax.inference.library import embed_library
-from mltm_jax.search.store import Library, list_audio_files
+from mltm_jax.search.store import Library, list_audio_files, scan_audio_files
 
 SR = 8000
 
@@ -31,6 +31,7 @@ class FeatureModel:
     self.factor = np.linalg.cholesky(a @ a.T + np.eye(dim)).astype(np.float32)
     self.calls = 0
     self.fail_on_call = None
+    self.longest = 0  # samples of the longest wave embed_waves was given
 
   def window_embedding(self, w):
     feats = np.array([w.mean(), w.std(), np.abs(w).max(), (w[1:] * w[:-1]).mean()])
@@ -39,6 +40,7 @@ class FeatureModel:
 
   def embed_waves(self, waves):
     self.calls += 1
+    self.longest = max([self.longest] + [len(w) for w in waves])
     if self.fail_on_call == self.calls:
       raise KeyboardInterrupt  # an interruption in the middle of the build
     win, hop = self.cfg.clip_samples, hop_samples(self.cfg)
@@ -146,3 +148,49 @@ def _load(root, rel):
   from mltm_jax.data.audio import load_audio
 
   return load_audio(root / rel, SR)
+
+
+def test_symlinks_inside_root_only_each_file_once(tmp_path):
+  root, outside = tmp_path / "audio", tmp_path / "elsewhere"
+  (root / "sub" / "deep").mkdir(parents=True)
+  outside.mkdir()
+  for rel in ("a.wav", "sub/b.flac", "sub/deep/c.wav"):
+    sf.write(root / rel, np.zeros(800), SR)
+  sf.write(outside / "secret.wav", np.zeros(800), SR)
+  (root / "loop_up").symlink_to(root)  # a link to the root: a loop
+  (root / "sub" / "deep" / "loop_parent").symlink_to(root / "sub")  # another loop
+  (root / "same_sub").symlink_to(root / "sub")  # the same folder twice
+  (root / "dup.wav").symlink_to(root / "a.wav")  # the same file twice
+  (root / "out_dir").symlink_to(outside)  # outside the root: not followed
+  (root / "out.wav").symlink_to(outside / "secret.wav")
+  (root / "dangling.wav").symlink_to(root / "nothing.wav")
+  scan = scan_audio_files(root)
+  assert scan.files == ["a.wav", "sub/b.flac", "sub/deep/c.wav"]
+  assert scan.outside == 2 and scan.repeated == 4
+  # The audio dir itself may be reached through a link.
+  (tmp_path / "alias").symlink_to(root)
+  assert list_audio_files(tmp_path / "alias") == scan.files
+
+
+def test_long_files_are_embedded_window_by_window(tmp_path):
+  root = tmp_path / "audio"
+  root.mkdir()
+  rng = np.random.default_rng(2)
+  sf.write(root / "long_at_rate.wav", 0.3 * rng.normal(size=4 * SR), SR)  # 15 windows
+  sf.write(root / "long_16k.flac", 0.3 * rng.normal(size=(3 * 16000, 2)), 16000)
+  sf.write(root / "short.wav", 0.3 * rng.normal(size=SR // 2), SR)
+  bad = 0.3 * rng.normal(size=4 * SR).astype(np.float32)
+  bad[3 * SR] = np.nan  # late in the file: found after some windows were embedded
+  sf.write(root / "nan_late.wav", bad, SR, subtype="FLOAT")
+  model = FeatureModel(tmp_path)
+  out = tmp_path / "streamed"
+  summary = embed_library(model, root, out, shard_size=2, progress=False, max_seconds=1.0)
+  assert summary["streamed"] == 2 and summary["reasons"] == {"nonfinite": 1}
+  assert model.longest == model.cfg.clip_samples  # never a whole long file
+  whole = tmp_path / "whole"
+  embed_library(FeatureModel(tmp_path), root, whole, progress=False, max_seconds=60.0)
+  a, b = Library.load(out), Library.load(whole)
+  assert a.rel_paths == b.rel_paths == ["long_16k.flac", "long_at_rate.wav", "short.wav"]
+  np.testing.assert_allclose(a.emb, b.emb, rtol=1e-6, atol=1e-6)
+  for rel, row in zip(a.rel_paths, a.emb):
+    np.testing.assert_allclose(row, expected(model, root, rel), rtol=1e-5, atol=1e-6)

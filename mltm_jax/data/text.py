@@ -1,4 +1,11 @@
-"""Caption inputs of the text tower: token arrays, or cached frozen-encoder features."""
+"""Caption inputs of the text tower: token arrays, or cached frozen-encoder features.
+
+Compiled shapes of the frozen encoder: a batch of captions is cut to its longest caption
+rounded up to a multiple of 8 tokens (:func:`width_buckets`) and padded to the smallest of
+:data:`BATCH_BUCKETS` that holds it (:func:`padded_rows`), so a single interactive query runs
+at batch 1, not at the bulk batch size, and every shape can be compiled ahead of time
+(:meth:`TextEncoder.warm_up`).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +22,27 @@ from tqdm.auto import tqdm
 
 from mltm_jax.models.bert import BertEncoder, pool_text
 from mltm_jax.models.hf_bert import load_bert_checkpoint, load_tokenizer, minilm_dir, tokenize
+
+BATCH_BUCKETS = (1, 8, 32, 256)  # padded rows of a batch smaller than the batch size
+
+
+def padded_rows(rows: int, batch_size: int, buckets: tuple[int, ...] = BATCH_BUCKETS) -> int:
+  """Rows a batch of ``rows`` captions is padded to: the smallest bucket >= rows that is below
+  batch_size, else batch_size (rows <= batch_size)."""
+  for b in sorted(buckets):
+    if rows <= b < batch_size:
+      return b
+  return batch_size
+
+
+def batch_sizes(batch_size: int, buckets: tuple[int, ...] = BATCH_BUCKETS) -> list[int]:
+  """Every padded batch size :func:`padded_rows` can return for ``batch_size``, ascending."""
+  return sorted({b for b in buckets if b < batch_size} | {batch_size})
+
+
+def width_buckets(max_length: int) -> list[int]:
+  """Token widths a batch is cut to: multiples of 8 up to max_length (and max_length)."""
+  return sorted({min(max_length, w) for w in range(8, max_length + 8, 8)})
 
 
 def text_encoder_dir(path: str) -> Path:
@@ -38,6 +66,8 @@ class TextEncoder:
     self.pooling = pooling
     self._module = BertEncoder(self.config)
     self._pooled = jax.jit(self._pooled_fn)
+    # Device-resident once: host arrays would be copied to the device on every call.
+    self._device_params = None
 
   def tokens(self, captions: list[str]) -> dict[str, np.ndarray]:
     """{input_ids, attention_mask, token_type_ids}: int32 [N, max_length]."""
@@ -53,14 +83,36 @@ class TextEncoder:
     )
     return pool_text(hidden, toks["attention_mask"], self.pooling)
 
+  def _run(self, chunk: dict[str, np.ndarray]) -> np.ndarray:
+    """Pooled outputs [B, H] of one padded batch of token arrays [B, W]."""
+    if self._device_params is None:
+      self._device_params = jax.device_put(self.params)
+    return np.asarray(self._pooled(self._device_params, chunk))
+
+  def warm_up(self, sizes: list[int]) -> int:
+    """Compiles the encoder for every batch size in ``sizes`` and every token width
+    (:func:`width_buckets`); returns the number of shapes run."""
+    count = 0
+    for rows in sizes:
+      for width in width_buckets(self.max_length):
+        zeros = np.zeros((rows, width), np.int32)
+        self._run({"input_ids": zeros, "attention_mask": zeros + 1, "token_type_ids": zeros})
+        count += 1
+    return count
+
   def features(
-    self, captions: list[str], batch_size: int = 256, progress: bool = True
+    self,
+    captions: list[str],
+    batch_size: int = 256,
+    progress: bool = True,
+    buckets: tuple[int, ...] = BATCH_BUCKETS,
   ) -> np.ndarray:
     """Pooled frozen-encoder outputs, float32 [N, H] (eval mode, no dropout).
 
     Captions are sorted by token length and each batch is cut to its longest
-    caption rounded up to a multiple of 8 (a handful of compiled shapes); the
-    padding positions are masked, so the result equals the fixed-length one.
+    caption rounded up to a multiple of 8 (a handful of compiled shapes) and padded to
+    :func:`padded_rows` rows (a single caption runs at batch 1); the padding positions
+    are masked, so the result equals the fixed-length one.
     """
     if not captions:
       return np.zeros((0, self.config.hidden_size), np.float32)
@@ -78,10 +130,10 @@ class TextEncoder:
       rows = order[start : start + batch_size]
       width = int(min(self.max_length, -(-max(int(lengths[rows].max()), 1) // 8) * 8))
       chunk = {k: v[rows, :width] for k, v in toks.items()}
-      pad = batch_size - len(rows)
+      pad = padded_rows(len(rows), batch_size, buckets) - len(rows)
       if pad:
         chunk = {k: np.concatenate([v, np.zeros((pad, width), v.dtype)]) for k, v in chunk.items()}
-      out[rows] = np.asarray(self._pooled(self.params, chunk))[: len(rows)]
+      out[rows] = self._run(chunk)[: len(rows)]
     return out
 
 

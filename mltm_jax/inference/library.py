@@ -1,4 +1,10 @@
-"""Embedding a library of audio files into a resumable index (what launch.embed runs)."""
+"""Embedding a library of audio files into a resumable index (what launch.embed runs).
+
+Memory is bounded by the shard size, not by file length: files up to ``max_seconds`` are
+decoded whole by the worker threads (this shard's and the next one's: at most 2 x shard_size
+x max_seconds of audio at the model rate), longer ones are decoded, resampled and embedded
+window by window when their turn comes (``inference.streaming``; the same embedding).
+"""
 
 from __future__ import annotations
 
@@ -14,7 +20,18 @@ from tqdm.auto import tqdm
 
 from mltm_jax.data.audio import AudioError, load_audio
 from mltm_jax.inference.chunking import hop_samples
-from mltm_jax.search.store import AUDIO_EXTENSIONS, IndexWriter, list_audio_files
+from mltm_jax.inference.streaming import audio_seconds, embed_file_windows
+from mltm_jax.search.store import AUDIO_EXTENSIONS, IndexWriter, scan_audio_files
+
+DEFAULT_MAX_SECONDS = 30.0
+
+
+class _Long:
+  """A file longer than max_seconds: embedded window by window when its shard is embedded."""
+
+  def __init__(self, path: Path):
+    self.path = path
+
 
 _LOG = logging.getLogger(__name__)
 
@@ -45,6 +62,7 @@ def embed_library(
   num_workers: int = 4,
   progress: bool = True,
   embed_waves: Callable[[list[np.ndarray]], np.ndarray] | None = None,
+  max_seconds: float = DEFAULT_MAX_SECONDS,
 ) -> dict:
   """Embeds every audio file under audio_dir into the index directory ``out``.
 
@@ -52,20 +70,28 @@ def embed_library(
   current one is embedded), embedded at any length (chunks pooled), multiplied by the
   metric factor and written shard by shard (``mltm_jax.search.store``). Rerunning with
   the same arguments after an interruption continues with the first missing shard.
-  Unreadable files are skipped and logged one line each with their reason.
+  Unreadable files are skipped and logged one line each with their reason. Symlinks are
+  followed inside audio_dir only, each real file indexed once (``store.scan_audio_files``).
 
   Args:
     retriever: a ``mltm_jax.api.Retriever``.
     embed_waves: list of waves -> [n, D] (default ``retriever.embed_waves``).
+    max_seconds: files longer than this (by their header) are never decoded whole: they are
+      embedded window by window, ``eval_batch_size`` windows at a time.
   Returns:
     {"files", "embedded", "skipped", "reasons": {reason: count}, "resumed_files",
-     "new_files" (files added to audio_dir after the index was started: not included)}.
+     "new_files" (files added to audio_dir after the index was started: not included),
+     "streamed" (files embedded window by window in this call), "links_outside",
+     "links_repeated" (symlinks not followed: see ``store.AudioScan``)}.
   """
   audio_dir = Path(audio_dir)
   if not audio_dir.is_dir():
     raise FileNotFoundError(f"--audio_dir={audio_dir}: no such directory")
+  if not max_seconds > 0:
+    raise ValueError(f"--max_seconds must be > 0, got {max_seconds}")
   embed = embed_waves or retriever.embed_waves
-  files = list_audio_files(audio_dir, extensions)
+  scan = scan_audio_files(audio_dir, extensions)
+  files = scan.files
   writer = IndexWriter(
     out, index_settings(retriever, audio_dir), files, retriever.factor, shard_size
   )
@@ -74,10 +100,17 @@ def embed_library(
   resumed = writer.files_done()
   pending = writer.pending()
   rate = retriever.sample_rate
+  cfg = retriever.cfg
+  window, hop, batch = cfg.clip_samples, hop_samples(cfg), cfg.eval_batch_size
+  root = audio_dir.resolve()  # the listed paths are relative to it
+  streamed = 0
 
   def decode(row: int):
+    path = root / writer.files[row]
     try:
-      return load_audio(audio_dir / writer.files[row], rate)
+      if audio_seconds(path) > max_seconds:
+        return _Long(path)
+      return load_audio(path, rate)
     except AudioError as e:
       return e
 
@@ -91,16 +124,26 @@ def embed_library(
     for j, (shard, rows) in enumerate(pending):
       current = upcoming
       upcoming = submit(pending[j + 1][1]) if j + 1 < len(pending) else []
-      waves, ok, skipped = [], [], []
+      waves, whole_rows, embedded, skipped = [], [], {}, []
       for row, fut in zip(rows, current):
         res = fut.result()
+        if isinstance(res, _Long):
+          try:
+            embedded[row] = embed_file_windows(embed, res.path, rate, window, hop, batch)
+            streamed += 1
+          except AudioError as e:
+            res = e
         if isinstance(res, AudioError):
           skipped.append((row, res.reason))
           _LOG.warning("skipped %s (%s)", writer.files[row], res.reason)
-        else:
-          ok.append(row)
+        elif not isinstance(res, _Long):
+          whole_rows.append(row)
           waves.append(res)
-      emb = embed(waves) if waves else np.zeros((0, retriever.dim), np.float32)
+      if waves:
+        embedded.update(zip(whole_rows, np.asarray(embed(waves), np.float32)))
+        waves = []
+      ok = sorted(embedded)
+      emb = np.stack([embedded[r] for r in ok]) if ok else np.zeros((0, retriever.dim), np.float32)
       writer.write_shard(shard, np.asarray(ok, np.int64), retriever.transform(emb), skipped)
       bar.update(len(rows))
   finally:
@@ -117,4 +160,7 @@ def embed_library(
     "reasons": dict(sorted(reasons.items())),
     "resumed_files": resumed,
     "new_files": len(writer.new_files),
+    "streamed": streamed,
+    "links_outside": scan.outside,
+    "links_repeated": scan.repeated,
   }

@@ -103,6 +103,11 @@ class FaissIndex:
     d2, ids = self.index.search(queries, k)
     return np.sqrt(np.maximum(d2, 0.0)).astype(np.float32), ids.astype(np.int64)
 
+  def warm_up(self, max_queries: int, max_k: int) -> int:
+    """Nothing to compile (faiss); the same interface as ExactIndex.warm_up."""
+    del max_queries, max_k
+    return 0
+
   def save(self, path: str | Path) -> None:
     import faiss
 

@@ -9,6 +9,11 @@ the sum of the blocks alive on all devices at once (each device's block <=
 budget_bytes / n_devices), whatever N and the number of queries. Besides it, XLA holds the
 [chunk, r] slice of the gallery being read and [queries, k] top-k buffers
 (``ExactIndex.temp_bytes`` reports the compiled program's temporaries).
+
+Compiled programs are keyed by (query block, k bucket): query blocks are powers of two in
+[8, 256] and k is rounded up to a power of two (at least 16, at most N) and the result
+sliced, so the number of programs stays below 6 x log2(N) whatever k callers ask for;
+:meth:`ExactIndex.warm_up` compiles those a bounded caller can reach.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ DATA_AXIS = "data"
 DEFAULT_BUDGET_BYTES = 256 << 20
 MAX_CHUNK = 16384  # gallery rows per matmul (cache-friendly; the budget may lower it)
 MAX_QUERY_BLOCK = 256
+MIN_K_BUCKET = 16
 
 
 class ExactIndex:
@@ -92,7 +98,8 @@ class ExactIndex:
     block, the gallery chunk being read ([chunk, r] per device) and top-k buffers."""
     qb = min(self.query_block, _bucket(num_queries))
     q = jax.ShapeDtypeStruct((qb, self.dim), jnp.float32)
-    stats = self._compiled(qb, k).lower(self.gallery, q).compile().memory_analysis()
+    fn = self._compiled(qb, self.k_bucket(k))
+    stats = fn.lower(self.gallery, q).compile().memory_analysis()
     return int(stats.temp_size_in_bytes)
 
   def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -104,7 +111,7 @@ class ExactIndex:
       raise ValueError(f"k must be in [1, {self.size}], got {k}")
     nq = queries.shape[0]
     qb = min(self.query_block, _bucket(nq))
-    fn = self._compiled(qb, k)
+    fn = self._compiled(qb, self.k_bucket(k))
     dists, ids = [], []
     for start in range(0, nq, qb):
       block = queries[start : start + qb]
@@ -112,11 +119,31 @@ class ExactIndex:
       if rows < qb:
         block = np.concatenate([block, np.zeros((qb - rows, self.dim), np.float32)])
       d, i = fn(self.gallery, block)
-      dists.append(np.asarray(d)[:rows])
-      ids.append(np.asarray(i)[:rows])
+      dists.append(np.asarray(d)[:rows, :k])
+      ids.append(np.asarray(i)[:rows, :k])
     if not dists:
       return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
     return np.concatenate(dists), np.concatenate(ids).astype(np.int64)
+
+  def k_bucket(self, k: int) -> int:
+    """The k a search for k results is compiled with: the next power of two >= k, at least
+    16, at most N (the first k of its sorted results are the answer)."""
+    return min(self.size, max(MIN_K_BUCKET, 1 << max(0, int(k) - 1).bit_length()))
+
+  def warm_up(self, max_queries: int, max_k: int) -> int:
+    """Compiles every program a call with <= max_queries queries and k <= max_k can use;
+    returns how many there are."""
+    top = _bucket(max(1, max_queries))
+    blocks = sorted({min(self.query_block, 8 << i) for i in range(6) if 8 << i <= top})
+    top_k = self.k_bucket(min(max(1, max_k), self.size))
+    ks = [min(self.size, MIN_K_BUCKET)]
+    while ks[-1] < top_k:
+      ks.append(min(self.size, 2 * ks[-1]))
+    for qb in blocks:
+      for kb in ks:
+        d, _ = self._compiled(qb, kb)(self.gallery, np.zeros((qb, self.dim), np.float32))
+        d.block_until_ready()
+    return len(blocks) * len(ks)
 
   def _compiled(self, qb: int, k: int):
     key = (qb, k)

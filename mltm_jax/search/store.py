@@ -31,17 +31,67 @@ FORMAT = "mltm-index/1"
 AUDIO_EXTENSIONS = ("wav", "flac", "ogg", "mp3", "aiff", "aif", "au")
 
 
-def list_audio_files(audio_dir: str | Path, extensions: tuple[str, ...] = AUDIO_EXTENSIONS):
-  """Sorted POSIX paths, relative to audio_dir, of files whose extension is listed."""
-  root = Path(audio_dir)
+@dataclasses.dataclass
+class AudioScan:
+  """What :func:`scan_audio_files` found: ``files`` (sorted POSIX paths relative to the
+  resolved audio dir, one per real file), ``outside`` (symlinks pointing outside it, not
+  followed), ``repeated`` (entries reaching a file or folder already reached through a symlink
+  or its real path: not walked or listed twice)."""
+
+  files: list[str]
+  outside: int = 0
+  repeated: int = 0
+
+
+def scan_audio_files(
+  audio_dir: str | Path, extensions: tuple[str, ...] = AUDIO_EXTENSIONS
+) -> AudioScan:
+  """Every audio file under audio_dir, each real file once.
+
+  Symlinks are followed only when they resolve inside the (resolved) audio dir; a folder is
+  walked once whatever the links to it (no loops), and a file is listed under its real path
+  relative to the audio dir. The extension checked is the real file's.
+  """
+  root = os.path.realpath(audio_dir)
   exts = {"." + e.lower().lstrip(".") for e in extensions}
-  out = []
-  for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-    dirnames.sort()
-    for name in filenames:
-      if Path(name).suffix.lower() in exts:
-        out.append((Path(dirpath) / name).relative_to(root).as_posix())
-  return sorted(out)
+
+  def inside(path: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+  seen_dirs, files = {root}, set()
+  scan = AudioScan(files=[])
+  stack = [root]
+  while stack:
+    folder = stack.pop()
+    try:
+      entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError:
+      continue  # unreadable folder: nothing under it is listed
+    for entry in entries:
+      path = entry.path
+      if entry.is_symlink():
+        path = os.path.realpath(path)
+        if not inside(path):
+          scan.outside += 1
+          continue
+      if os.path.isdir(path):
+        if path in seen_dirs:
+          scan.repeated += 1
+        else:
+          seen_dirs.add(path)
+          stack.append(path)
+      elif os.path.isfile(path) and Path(path).suffix.lower() in exts:
+        if path in files:
+          scan.repeated += 1
+        files.add(path)
+  scan.files = sorted(Path(p).relative_to(root).as_posix() for p in files)
+  return scan
+
+
+def list_audio_files(audio_dir: str | Path, extensions: tuple[str, ...] = AUDIO_EXTENSIONS):
+  """Sorted POSIX paths, relative to audio_dir, of files whose extension is listed (each real
+  file once, symlinks followed inside audio_dir only: :func:`scan_audio_files`)."""
+  return scan_audio_files(audio_dir, extensions).files
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
