@@ -36,3 +36,19 @@ def tiny_synthcaps(tmp_path_factory):
     workers=1,
   )
   return root
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _jax_compilation_cache(tmp_path_factory):
+  """One persistent compilation cache for the session: the in-process tests and the training
+  subprocesses (tests.cli_runs.Shared points them at the same folder) load a program that
+  an earlier test compiled instead of compiling it again. Only programs that took >= 0.5 s
+  to compile are written (the small ones are cheaper to compile than to store)."""
+  import jax
+
+  path = tmp_path_factory.getbasetemp() / "jax_compile_cache"
+  path.mkdir(exist_ok=True)
+  if not jax.config.jax_compilation_cache_dir:  # an explicit JAX_COMPILATION_CACHE_DIR wins
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  yield
