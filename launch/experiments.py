@@ -98,11 +98,35 @@ def _check_data_dirs(runs) -> None:
     check_synthcaps_dir(data_dir)
 
 
+def _now() -> str:
+  return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _run_stage(grid_of, out: Path, provenance: dict) -> None:
+  """Plans and runs the unfinished runs of ``grid_of()`` (built inside the error handling:
+  a bad cell is one line, exit 2); an interruption exits 1 with how to resume."""
+  from tqdm.auto import tqdm
+
+  from mltm_jax.experiments.runner import Interrupted, plan_runs, run_grid
+
+  try:
+    runs = plan_runs(grid_of(), out, progress=_PROGRESS.value)
+    _check_data_dirs(runs)
+    run_grid(runs, out, log=tqdm.write, prune=_PRUNE.value, provenance=provenance)
+  except Interrupted as e:
+    print(f"interrupted: {e}", file=sys.stderr)
+    sys.exit(1)
+  except KeyboardInterrupt:
+    print("interrupted: rerun the same command to resume", file=sys.stderr)
+    sys.exit(1)
+  except (FileNotFoundError, ValueError) as e:
+    fail(str(e).splitlines()[0])
+
+
 def _tuning(out: Path, command: str, commit: str) -> None:
   """--suite=tuning: stages 1-3 (each resumable), then the report."""
   from tqdm.auto import tqdm
 
-  from mltm_jax.experiments.runner import Interrupted, plan_runs, run_grid
   from mltm_jax.experiments.tuning import select_configs, tuning_grid
   from mltm_jax.experiments.tuning_report import write_tuning_report
 
@@ -121,8 +145,7 @@ def _tuning(out: Path, command: str, commit: str) -> None:
   init_runtime()
   enable_compilation_cache(out / XLA_CACHE)
   if not _REPORT_ONLY.value:
-    date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    provenance = {"command": command, "commit": commit, "date": date}
+    provenance = {"command": command, "commit": commit, "date": _now()}
     stages = (
       ("stage 1 (every configuration)", lambda: grid.stage1()),
       ("stage 2 (selected, other seeds)", lambda: grid.stage2(select_configs(grid, out))),
@@ -131,22 +154,10 @@ def _tuning(out: Path, command: str, commit: str) -> None:
     )
     for name, stage in stages:
       tqdm.write(name)
-      try:
-        runs = plan_runs(stage(), out, progress=_PROGRESS.value)
-        _check_data_dirs(runs)
-        run_grid(runs, out, log=tqdm.write, prune=_PRUNE.value, provenance=provenance)
-      except Interrupted as e:
-        print(f"interrupted: {e}", file=sys.stderr)
-        sys.exit(1)
-      except KeyboardInterrupt:
-        print("interrupted: rerun the same command to resume", file=sys.stderr)
-        sys.exit(1)
-      except (FileNotFoundError, ValueError) as e:
-        fail(str(e).splitlines()[0])
+      _run_stage(stage, out, provenance)
   elif not (out / "cells").is_dir():
     fail(f"--out={out}: no cells/ directory to report on")
-  date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-  print(f"report: {write_tuning_report(grid, out, command, commit, date)}")
+  print(f"report: {write_tuning_report(grid, out, command, commit, _now())}")
 
 
 def main(argv):
@@ -177,39 +188,13 @@ def main(argv):
   commit = git_commit()
   init_runtime()
   enable_compilation_cache(out / XLA_CACHE)
-  from tqdm.auto import tqdm
-
   from mltm_jax.experiments.report import write_report
-  from mltm_jax.experiments.runner import Interrupted, plan_runs, run_grid
 
   if not _REPORT_ONLY.value:
-    try:
-      runs = plan_runs(grid, out, progress=_PROGRESS.value)
-      _check_data_dirs(runs)
-    except ValueError as e:
-      fail(str(e))
-    date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    try:
-      run_grid(
-        runs,
-        out,
-        log=tqdm.write,
-        prune=_PRUNE.value,
-        provenance={"command": command, "commit": commit, "date": date},
-      )
-    except Interrupted as e:
-      print(f"interrupted: {e}", file=sys.stderr)
-      sys.exit(1)
-    except KeyboardInterrupt:
-      print("interrupted: rerun the same command to resume", file=sys.stderr)
-      sys.exit(1)
-    except (FileNotFoundError, ValueError) as e:
-      fail(str(e).splitlines()[0])
+    _run_stage(lambda: grid, out, {"command": command, "commit": commit, "date": _now()})
   elif not (out / "cells").is_dir():
     fail(f"--out={out}: no cells/ directory to report on")
-  date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-  path = write_report(grid, out, command, commit, date)
-  print(f"report: {path}")
+  print(f"report: {write_report(grid, out, command, commit, _now())}")
 
 
 if __name__ == "__main__":

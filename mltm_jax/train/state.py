@@ -48,20 +48,17 @@ def learning_rate_schedule(cfg: Config, peak: float | None = None) -> optax.Sche
   return base
 
 
-def _param_groups(cfg: Config):
-  """params -> a prefix tree of group labels: "metric" (with --metric_learning_rate),
-  "text_encoder" (the fine-tuned text encoder, with --text_learning_rate), "rest"."""
-
-  def text_label(name: str) -> str:
-    return "text_encoder" if name == "encoder" and cfg.text_learning_rate > 0 else "rest"
+def _param_groups(groups: dict[str, float]):
+  """params -> a prefix tree of labels among ``groups``: "metric" (the metric), "text_encoder"
+  (the fine-tuned text encoder, params["text"]["encoder"]), "rest" (everything else)."""
 
   def labels(params: Any) -> dict:
     out = {}
     for k, v in params.items():
-      if k == "metric" and cfg.metric_learning_rate > 0:
+      if k == "metric" and "metric" in groups:
         out[k] = "metric"
-      elif k == "text":
-        out[k] = {name: text_label(name) for name in v}
+      elif k == "text" and "text_encoder" in groups:
+        out[k] = {name: "text_encoder" if name == "encoder" else "rest" for name in v}
       else:
         out[k] = "rest"
     return out
@@ -88,7 +85,7 @@ def make_optimizer(cfg: Config) -> optax.GradientTransformationExtraArgs:
     parts.append(
       optax.multi_transform(
         {name: optax.adam(learning_rate_schedule(cfg, lr)) for name, lr in groups.items()},
-        _param_groups(cfg if not cfg.freeze_text else cfg.replace(text_learning_rate=0.0)),
+        _param_groups(groups),
       )
     )
   else:
