@@ -6,8 +6,10 @@ Each benchmark times ours and a reference (torch / POT / numpy, written in
 benchmarks/ from the method's description) in this process: warm-up excluded,
 median of --runs calls, min-max shown; and checks that both give the same
 numbers. Columns: name, params, ours, reference, ratio (= reference s / ours s),
-agree. --json writes a list of {"name", "params", "ours_s", "ref_s", "ratio",
-"agree"}.
+agree, limit (the fraction of the machine's roofline bound our median reaches, and
+whether compute or memory binds: benchmarks/roofline.py, probes run in this process).
+--json writes a list of {"name", "params", "ours_s", "ref_s", "ratio", "agree",
+"limit_fraction", ...} (the limit fields: benchmarks.roofline.limit_fields).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from benchmarks.cpu import (
   bench_step,
   towers,
 )
+from benchmarks.roofline import limit_cell, limit_fields
 from benchmarks.timing import Row, Settings
 
 BENCHMARKS = {
@@ -78,8 +81,13 @@ def _params_text(params: dict) -> str:
   return " ".join(f"{k}={v}" for k, v in params.items())
 
 
-def format_table(rows: list[Row]) -> str:
-  header = ("name", "params", "ours", "reference", "ratio", "agree")
+def row_limit(row: Row, tiny: bool) -> dict | None:
+  """The limit-column fields of a row (None when it declares no work)."""
+  return limit_fields(row.work, row.ours.median_s, tiny) if row.work is not None else None
+
+
+def format_table(rows: list[Row], limits: list[dict | None]) -> str:
+  header = ("name", "params", "ours", "reference", "ratio", "agree", "limit")
   lines = [
     (
       r.name,
@@ -88,8 +96,9 @@ def format_table(rows: list[Row]) -> str:
       r.ref_cell(),
       f"{r.ratio:.3g}x",
       "yes" if r.agree else "NO",
+      limit_cell(lim),
     )
-    for r in rows
+    for r, lim in zip(rows, limits)
   ]
   widths = [max(len(x) for x in col) for col in zip(header, *lines)]
   fmt = lambda cells: " | ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
@@ -116,18 +125,21 @@ def main(argv: list[str]) -> None:
   )
   print(f"# {datetime.date.today()} | {machine()}", flush=True)
   rows: list[Row] = []
+  limits: list[dict | None] = []
   for name in names:
     for row in BENCHMARKS[name].run(settings):
       rows.append(row)
+      limits.append(row_limit(row, settings.tiny))
       print(
         f"[{row.name}] ours {row.ours_cell()} ref {row.ref_cell()} ratio {row.ratio:.3g}x"
-        f" agree={row.agree} {_params_text(row.params)}",
+        f" agree={row.agree} limit {limit_cell(limits[-1])} {_params_text(row.params)}",
         file=sys.stderr,
         flush=True,
       )
-  print(format_table(rows), flush=True)
+  print(format_table(rows, limits), flush=True)
   if FLAGS.json:
-    Path(FLAGS.json).write_text(json.dumps([r.to_json() for r in rows], indent=2) + "\n")
+    doc = [r.to_json(lim) for r, lim in zip(rows, limits)]
+    Path(FLAGS.json).write_text(json.dumps(doc, indent=2) + "\n")
 
 
 if __name__ == "__main__":

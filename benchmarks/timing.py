@@ -47,13 +47,17 @@ class Row:
   # Extra JSON fields, and table cells shown instead of the timings (e.g. memory).
   extra: dict[str, Any] = dataclasses.field(default_factory=dict)
   cells: tuple[str, str] | None = None
+  # What one call of ours needs at least (benchmarks.roofline.Work); None: no limit column.
+  work: Any = None
 
   @property
   def ratio(self) -> float:
     """Reference seconds / our seconds (> 1: ours is faster)."""
     return self.ref.median_s / self.ours.median_s
 
-  def to_json(self) -> dict[str, Any]:
+  def to_json(self, limit: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The row's JSON; ``limit``: its limit-column fields (benchmarks.roofline.limit_fields),
+    or None (``limit_fraction`` null: the row declares no work)."""
     return {
       "name": self.name,
       "params": self.params,
@@ -62,6 +66,7 @@ class Row:
       "ratio": self.ratio,
       "agree": bool(self.agree),
       **self.extra,
+      **(limit or {"limit_fraction": None}),
     }
 
   def ours_cell(self) -> str:

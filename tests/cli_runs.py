@@ -18,6 +18,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from tests.once import copy_atomic, shared_dir
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -50,10 +52,11 @@ def tiny_flags(root: Path, workdir: Path, **kw) -> list[str]:
 
 
 class Shared:
-  """Session-wide compile cache and caption-feature cache under pytest's base temp dir."""
+  """The run-wide compile cache and caption-feature cache (tests.once.shared_dir: common to
+  every pytest process)."""
 
   def __init__(self, tmp_path_factory):
-    base = tmp_path_factory.getbasetemp()
+    base = shared_dir(tmp_path_factory)
     self.jax_cache = base / "jax_compile_cache"
     self.text_cache = base / "text_feature_cache"
     self.jax_cache.mkdir(exist_ok=True)
@@ -82,7 +85,7 @@ class Shared:
     """Remembers the caption features a run computed."""
     for f in (workdir / "cache").glob("text_features_*.npy"):
       if ".tmp" not in f.name:
-        shutil.copy(f, self.text_cache / f.name)
+        copy_atomic(f, self.text_cache / f.name)
 
 
 def train_cmd(*flags: str) -> list[str]:

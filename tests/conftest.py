@@ -23,32 +23,42 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def tiny_synthcaps(tmp_path_factory):
   """A small SynthCaps in the Clotho layout (8 kHz): 192 train, 32 val, 32 test, 32 held-out
-  clips (tests.cli_runs.tiny_flags: --synthcaps_sizes=192,32,32,32)."""
+  clips (tests.cli_runs.tiny_flags: --synthcaps_sizes=192,32,32,32), rendered once per run."""
   from mltm_jax.synthcaps import ensure_synthcaps
+  from tests.once import built_once
 
-  root = tmp_path_factory.mktemp("synthcaps")
-  ensure_synthcaps(
-    root,
-    {"development": 192, "validation": 32, "evaluation": 32, "heldout": 32},
-    seed=3,
-    sample_rate=8000,
-    progress=False,
-    workers=1,
-  )
-  return root
+  def render(root):
+    ensure_synthcaps(
+      root,
+      {"development": 192, "validation": 32, "evaluation": 32, "heldout": 32},
+      seed=3,
+      sample_rate=8000,
+      progress=False,
+      workers=1,
+    )
+
+  return built_once(tmp_path_factory, "tiny_synthcaps", render)
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _jax_compilation_cache(tmp_path_factory):
-  """One persistent compilation cache for the session: the in-process tests and the training
-  subprocesses (tests.cli_runs.Shared points them at the same folder) load a program that
-  an earlier test compiled instead of compiling it again. Only programs that took >= 0.5 s
-  to compile are written (the small ones are cheaper to compile than to store)."""
+  """One persistent compilation cache for the whole run (every pytest process and every
+  subprocess a test starts: they inherit the environment set here; tests.cli_runs.Shared
+  points the training runs at the same folder): a program an earlier test compiled is loaded
+  instead of compiled again. Only programs that took >= 0.5 s to compile are written (the
+  small ones are cheaper to compile than to store). An explicit JAX_COMPILATION_CACHE_DIR
+  wins."""
   import jax
 
-  path = tmp_path_factory.getbasetemp() / "jax_compile_cache"
+  from tests.once import shared_dir
+
+  if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    yield
+    return
+  path = shared_dir(tmp_path_factory) / "jax_compile_cache"
   path.mkdir(exist_ok=True)
-  if not jax.config.jax_compilation_cache_dir:  # an explicit JAX_COMPILATION_CACHE_DIR wins
-    jax.config.update("jax_compilation_cache_dir", str(path))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = str(path)
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+  jax.config.update("jax_compilation_cache_dir", str(path))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
   yield

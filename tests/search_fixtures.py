@@ -1,5 +1,6 @@
-"""A tiny trained run and its test-split index, built once per pytest session and shared by
-tests/test_api.py, tests/test_search_acceptance.py and tests/test_serve.py.
+"""A tiny trained run and its test-split index, built once per pytest run (tests.once: by
+whichever pytest process asks first) and shared by tests/test_api.py,
+tests/test_search_acceptance.py and tests/test_serve.py.
 
 The run uses 4 s clips on SynthCaps' 5-10 s clips with --long_audio=chunk and a 1.5 s hop,
 so every clip is embedded from 2-5 windows and the chunked path is what evaluation uses.
@@ -10,6 +11,8 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+
+from tests.once import built_once, shared_text_cache
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_OVERRIDES = {
@@ -26,11 +29,13 @@ def search_run(tmp_path_factory, tiny_synthcaps) -> Path:
   from mltm_jax.train.loop import train_and_evaluate
   from tests.test_train import tiny_config
 
-  root = tmp_path_factory.getbasetemp() / "search_run"
-  done = root / "final_metrics.json"
-  if not done.is_file():
-    train_and_evaluate(tiny_config(tiny_synthcaps, root, **RUN_OVERRIDES))
-  return root
+  return built_once(
+    tmp_path_factory,
+    "search_run",
+    lambda root: train_and_evaluate(
+      tiny_config(tiny_synthcaps, shared_text_cache(tmp_path_factory, root), **RUN_OVERRIDES)
+    ),
+  )
 
 
 def _cli(*args: str) -> subprocess.Popen:
@@ -46,31 +51,33 @@ def _cli(*args: str) -> subprocess.Popen:
 def prepared(tmp_path_factory, tiny_synthcaps) -> dict:
   """{"run", "index", "eval"}: the trained run, an index of its test-split audio written by
   the launch.embed CLI and launch.evaluate's eval_test.json (--rank_by=distance); the two
-  CLIs run side by side, once per session."""
+  CLIs run side by side, once per pytest run."""
   import json
 
   run = search_run(tmp_path_factory, tiny_synthcaps)
-  out = tmp_path_factory.getbasetemp() / "search_index"
   ev = run / "eval_test.json"
-  procs = {}
-  if not (out / "manifest.json").is_file():
-    procs["embed"] = _cli(
-      "launch.embed",
-      f"--workdir={run}",
-      f"--audio_dir={tiny_synthcaps / 'evaluation'}",
-      f"--out={out}",
-      "--shard_size=12",
-      "--noprogress",
-    )
-  if not ev.is_file():
-    procs["evaluate"] = _cli(
-      "launch.evaluate", f"--workdir={run}", "--split=test", "--rank_by=distance"
-    )
-  for name, proc in procs.items():
-    stdout, stderr = proc.communicate(timeout=300)
-    assert proc.returncode == 0, (name, stderr[-3000:])
-    if name == "embed":
-      assert "32 of 32 files embedded" in stdout, stdout
+
+  def build(out: Path) -> None:
+    procs = {
+      "embed": _cli(
+        "launch.embed",
+        f"--workdir={run}",
+        f"--audio_dir={tiny_synthcaps / 'evaluation'}",
+        f"--out={out}",
+        "--shard_size=12",
+        "--noprogress",
+      ),
+      "evaluate": _cli(
+        "launch.evaluate", f"--workdir={run}", "--split=test", "--rank_by=distance"
+      ),
+    }
+    for name, proc in procs.items():
+      stdout, stderr = proc.communicate(timeout=300)
+      assert proc.returncode == 0, (name, stderr[-3000:])
+      if name == "embed":
+        assert "32 of 32 files embedded" in stdout, stdout
+
+  out = built_once(tmp_path_factory, "search_index", build)
   return {"run": run, "index": out, "eval": json.loads(ev.read_text())}
 
 

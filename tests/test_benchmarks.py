@@ -10,7 +10,30 @@ import pytest  # noqa: E402
 pytestmark = pytest.mark.slow  # trains, renders or runs CLI subprocesses
 
 REPO = Path(__file__).resolve().parents[1]
-KEYS = {"name", "params", "ours_s", "ref_s", "ratio", "agree"}
+KEYS = {"name", "params", "ours_s", "ref_s", "ratio", "agree", "limit_fraction"}
+LIMIT_KEYS = {
+  "flops",
+  "bytes",
+  "work_model",
+  "achieved_gflops",
+  "achieved_gbs",
+  "peak_gflops",
+  "peak_gbs",
+  "bound",
+  "limit_s",
+}
+
+
+def check_limit(r: dict) -> None:
+  """The limit column of a row is the roofline bound of its declared work at the probed
+  peaks, divided by our median time."""
+  compute_s = r["flops"] / (r["peak_gflops"] * 1e9)
+  memory_s = r["bytes"] / (r["peak_gbs"] * 1e9)
+  assert r["flops"] > 0 and r["bytes"] > 0 and r["work_model"], r
+  assert r["limit_s"] == pytest.approx(max(compute_s, memory_s), rel=1e-9), r
+  assert r["bound"] == ("compute" if compute_s >= memory_s else "memory"), r
+  assert r["limit_fraction"] == pytest.approx(r["limit_s"] / r["ours_s"], rel=1e-9), r
+  assert r["achieved_gflops"] == pytest.approx(r["flops"] / r["ours_s"] / 1e9, rel=1e-9), r
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
@@ -31,15 +54,19 @@ def test_quick_loss_and_eval_rows_agree(tmp_path):
   rows = json.loads(out_file.read_text())
   assert [r["name"] for r in rows] == ["loss", "loss_native", "eval", "eval_plan"]
   for r in rows:
-    assert set(r) == KEYS, r
+    assert set(r) == KEYS | LIMIT_KEYS, r
     assert isinstance(r["params"], dict) and r["params"], r
     assert r["ours_s"] > 0 and r["ref_s"] > 0, r
     assert abs(r["ratio"] - r["ref_s"] / r["ours_s"]) <= 1e-9 * r["ratio"], r
     assert r["agree"] is True, r
-  # The printed table has a header and one line per row.
+    check_limit(r)
+  # The printed table has a header and one line per row, the limit column last.
   table = [l for l in out.stdout.splitlines() if " | " in l and not l.startswith("#")]
   assert table[0].split(" | ")[0].strip() == "name"
+  assert table[0].split(" | ")[-1].strip() == "limit"
   assert len(table) == 1 + len(rows)
+  cells = [l.split(" | ")[-1].strip() for l in table[1:]]
+  assert cells == [f"{100 * r['limit_fraction']:.3g}% {r['bound']}" for r in rows], cells
 
 
 def test_tiny_step_and_memory_rows(tmp_path):

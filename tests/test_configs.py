@@ -121,9 +121,11 @@ def test_epoch_schedule_matches_torch_steplr():
   assert sorted(set(np.round(got / 5e-5, 6))) == [0.01, 0.1, 1.0]
 
 
-def test_train_loop_counts_epochs_in_pairs(tiny_synthcaps, tmp_path):
+def test_train_loop_counts_epochs_in_pairs(tiny_synthcaps, tmp_path, tmp_path_factory):
   from mltm_jax.train.loop import train_and_evaluate
+  from tests.once import shared_text_cache
 
+  shared_text_cache(tmp_path_factory, tmp_path / "run")
   cfg = Config(
     data_dir=str(tiny_synthcaps),
     synthcaps_sizes="192,32,32,32",

@@ -530,16 +530,18 @@ def test_ott_solver_path_finite_over_eps_range(eps, variant):
   from mltm_jax.losses.mltm import mltm_loss
 
   rng = np.random.default_rng(0)
+  f = jax.jit(
+    jax.value_and_grad(
+      lambda x: mltm_loss(
+        x, eps=eps, variant=variant, tau=0.9 if variant == "unbalanced" else 1.0, solver="ott"
+      )[0]
+    )
+  )  # one program for the three costs, as in the train step
   for c in (
     rng.uniform(size=(64, 64)),
     np.zeros((64, 64)),
     np.tile(rng.uniform(size=(1, 64)), (64, 1)),
   ):
-    f = jax.value_and_grad(
-      lambda x: mltm_loss(
-        x, eps=eps, variant=variant, tau=0.9 if variant == "unbalanced" else 1.0, solver="ott"
-      )[0]
-    )
     loss, grad = f(jnp.asarray(c, jnp.float32))
     assert np.isfinite(float(loss)) and np.all(np.isfinite(np.asarray(grad)))
 

@@ -9,7 +9,8 @@ prepared by `launch.prepare --config=<flagfile>`. `launch.train --flagfile=<flag
 runs with overrides only for paths and size/time (data, weights, workdir, batch sizes, 2 steps,
 0.64 s clips; plus log/progress output), so the flagfile's model, loss, frontend and optimiser
 settings are the ones exercised; `launch.evaluate` on the run must reproduce its final test
-metrics. About 2.5 min of 2 CPU cores for both (the second reuses the first's compiled programs).
+metrics. The second flagfile's run and the evaluations load the first run's compiled programs
+(one compilation cache for the whole test run).
 """
 
 from __future__ import annotations
@@ -68,18 +69,12 @@ def flagfile_values(path: Path) -> dict[str, str]:
   return out
 
 
-# XLA's backend optimisation off: the ResNet38 programs compile ~40 % faster (47 s -> 28 s for
-# the train step on this CPU) and run a few steps slower; train, evaluate and the checks here
-# all run with it, so the compared numbers come from the same programs.
-FAST_COMPILE = "--xla_backend_optimization_level=0"
-
-
 def cli(shared: Shared, module: str, *args, timeout: int = 600) -> subprocess.CompletedProcess:
   res = subprocess.run(
     [sys.executable, "-m", module, *args],
     check=False,
     cwd=REPO,
-    env=shared.env(XLA_FLAGS=FAST_COMPILE),
+    env=shared.env(),
     capture_output=True,
     text=True,
     timeout=timeout,

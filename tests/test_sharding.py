@@ -13,21 +13,30 @@ pytestmark = pytest.mark.slow  # trains, renders or runs CLI subprocesses
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize(
-  "loss,ot", [("mltm", "balanced"), ("mltm", "partial"), ("contrastive", "balanced")]
-)
-def test_eight_devices_match_one(loss, ot):
+VARIANTS = [("mltm", "balanced"), ("mltm", "partial"), ("contrastive", "balanced")]
+
+
+@pytest.fixture(scope="module")
+def results() -> dict:
+  """{(loss, ot): the check's JSON} of every variant, from one 8-device subprocess."""
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
   out = subprocess.run(
-    [sys.executable, "-m", "tests.sharding_check", loss, ot],
+    [sys.executable, "-m", "tests.sharding_check", *(f"{l},{o}" for l, o in VARIANTS)],
     cwd=REPO,
     env=env,
     capture_output=True,
     text=True,
-    timeout=300,
+    timeout=600,
   )
   assert out.returncode == 0, out.stderr[-3000:]
-  res = json.loads(out.stdout.strip().splitlines()[-1])
+  lines = [l for l in out.stdout.strip().splitlines() if l.startswith("{")]
+  assert len(lines) == len(VARIANTS), out.stdout
+  return {v: json.loads(l) for v, l in zip(VARIANTS, lines)}
+
+
+@pytest.mark.parametrize("loss,ot", VARIANTS)
+def test_eight_devices_match_one(loss, ot, results):
+  res = results[(loss, ot)]
   assert res["devices"] == 8
   assert res["loss_diff"] <= 1e-5, res
   # Heads, metric, loss: equal to float32 rounding. The CNN's first layers sum over

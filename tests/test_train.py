@@ -3,7 +3,6 @@ the CLI fails cleanly."""
 
 import json
 import math
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -65,27 +64,37 @@ def latest_params(workdir: Path, cfg: Config):
 LEARN_SIZES = {"development": 960, "validation": 32, "evaluation": 320, "heldout": 160}
 
 
-@pytest.fixture(scope="module")
-def learn_synthcaps(tmp_path_factory):
-  from mltm_jax.synthcaps import ensure_synthcaps
-
-  root = tmp_path_factory.mktemp("synthcaps_learn")
-  ensure_synthcaps(root, LEARN_SIZES, seed=3, sample_rate=8000, progress=False, workers=1)
-  return root
-
-
 def learn_config(root: Path, workdir: Path, **kw) -> Config:
   sizes = ",".join(str(n) for n in LEARN_SIZES.values())
   return tiny_config(root, workdir, synthcaps_sizes=sizes, **kw)
 
 
+def learning_run(tmp_path_factory) -> tuple[Config, Path, dict]:
+  """(cfg, workdir, final metrics) of one uninterrupted 300-step run on LEARN_SIZES, trained
+  once per pytest run (tests.once) and shared by the tests below and tests/test_zeroshot.py:
+  each asserts one property, and none depends on another's assertions."""
+  from mltm_jax.synthcaps import ensure_synthcaps
+  from tests.once import built_once, shared_text_cache
+
+  root = built_once(
+    tmp_path_factory,
+    "synthcaps_learn",
+    lambda out: ensure_synthcaps(
+      out, LEARN_SIZES, seed=3, sample_rate=8000, progress=False, workers=1
+    ),
+  )
+  workdir = built_once(
+    tmp_path_factory,
+    "learning_run",
+    lambda out: train_and_evaluate(learn_config(root, shared_text_cache(tmp_path_factory, out))),
+  )
+  final = json.loads((workdir / "final_metrics.json").read_text())
+  return learn_config(root, workdir), workdir, final
+
+
 @pytest.fixture(scope="module")
-def full_run(learn_synthcaps, tmp_path_factory):
-  """(cfg, workdir, final metrics) of one uninterrupted 300-step run, shared by the tests
-  below: each asserts one property, and none depends on another's assertions."""
-  workdir = tmp_path_factory.mktemp("full")
-  cfg = learn_config(learn_synthcaps, workdir)
-  return cfg, workdir, train_and_evaluate(cfg)
+def full_run(tmp_path_factory):
+  return learning_run(tmp_path_factory)
 
 
 # A small model on the tiny fixture: the resume test needs exactness, not learning.
@@ -102,16 +111,16 @@ RESUME = dict(
 )
 
 
-def test_run_resumes_exactly(tiny_synthcaps, tmp_path):
+def test_run_resumes_exactly(tiny_synthcaps, tmp_path, tmp_path_factory):
   """Interrupted at step 10 (its checkpoint), then resumed to 20 in the same workdir: the
-  parameters and batch statistics equal the uninterrupted run's (caption features copied
-  from that run: the frozen encoder's output, identical either way)."""
-  full, resumed = tmp_path / "full", tmp_path / "resumed"
+  parameters and batch statistics equal the uninterrupted run's (both read the caption
+  features from one cache: the frozen encoder's output, identical either way)."""
+  from tests.once import shared_text_cache
+
+  full = shared_text_cache(tmp_path_factory, tmp_path / "full")
+  resumed = shared_text_cache(tmp_path_factory, tmp_path / "resumed")
   cfg = tiny_config(tiny_synthcaps, full, **RESUME)
   train_and_evaluate(cfg)
-  (resumed / "cache").mkdir(parents=True)
-  for f in (full / "cache").glob("text_features_*.npy"):
-    shutil.copy(f, resumed / "cache" / f.name)
   half = tiny_config(tiny_synthcaps, resumed, **{**RESUME, "num_steps": 10})
   train_and_evaluate(half)
   resumed_cfg = half.replace(num_steps=20)

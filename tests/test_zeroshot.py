@@ -1,5 +1,5 @@
 """Zero-shot classification: metrics against numpy brute force and POT's Sinkhorn plan, the
-ESC-50 loader (release layout == prepared form), and launch.zeroshot on a tiny SynthCaps run."""
+ESC-50 loader (release layout == prepared form), and launch.zeroshot on the small trained run of test_train."""
 
 from __future__ import annotations
 
@@ -121,11 +121,10 @@ def fake_esc50(root: Path) -> Path:
   return make_esc50(root, 5, ESC_CLASSES, waves=waves)
 
 
-def test_zeroshot_end_to_end(tiny_synthcaps, tmp_path):
+def test_zeroshot_end_to_end(tmp_path_factory, tmp_path):
   from mltm_jax.data.prepare.esc50 import load_esc50
-  from mltm_jax.train.loop import train_and_evaluate
   from tests.test_prepare import run_prepare
-  from tests.test_train import tiny_config
+  from tests.test_train import LEARN_SIZES, learning_run
 
   esc = fake_esc50(tmp_path / "esc50")
   prepared = tmp_path / "esc50_prepared"
@@ -141,8 +140,7 @@ def test_zeroshot_end_to_end(tiny_synthcaps, tmp_path):
   for wa, wb in zip(a[1], b[1]):
     np.testing.assert_allclose(wa, wb, atol=1.0 / 32767)
 
-  run = tmp_path / "run"
-  train_and_evaluate(tiny_config(tiny_synthcaps, run, num_steps=150, eval_every=150))
+  _, run, _ = learning_run(tmp_path_factory)  # test_train's 300-step run, trained once
   res = subprocess.run(
     [
       sys.executable,
@@ -179,9 +177,9 @@ def test_zeroshot_end_to_end(tiny_synthcaps, tmp_path):
     pooled = np.mean([v["accuracy"] for v in pc.values()])  # equal class sizes
     assert r["overall"]["accuracy"] == pytest.approx(pooled)
   syn = json.loads((run / "zeroshot_synthcaps.json").read_text())
-  assert syn["num_clips"] == 192 and len(syn["classes"]) == 62
+  assert syn["num_clips"] == LEARN_SIZES["development"] and len(syn["classes"]) == 62
   for method in ("distance", "plan"):
     r = syn[method]
     # Every clip's labels are its sources; chance = mean number of sources / 62.
     assert r["overall"]["accuracy"] >= 2.5 * r["chance_accuracy"], r["overall"]
-    assert sum(v["clips"] for v in r["per_class"].values()) > 192
+    assert sum(v["clips"] for v in r["per_class"].values()) > LEARN_SIZES["development"]

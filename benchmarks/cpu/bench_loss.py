@@ -34,6 +34,7 @@ import numpy as np
 import ot
 import torch
 
+from benchmarks.roofline import Work, array_bytes, xla_flops
 from benchmarks.timing import Row, Settings
 from benchmarks.references.torch_loss import official_cost
 from mltm_jax import metric as metric_lib
@@ -161,6 +162,19 @@ def cost_only_fn():
 # ----------------------------------------------------------------------------- benchmark
 
 
+def loss_work(cost_flops: float, b: int, iterations: int, inputs) -> Work:
+  """Work of one loss + gradient call: the cost and its gradient (``cost_flops``, XLA's count
+  of the loop-free cost-only program) and ``iterations`` Sinkhorn iterations, each two
+  [B, B] matrix-vector products forward (4 B^2) and at least two more plus the [B, B]
+  cotangent accumulation backward (8 B^2); compulsory bytes: u, v, M read, their gradients
+  written."""
+  return Work(
+    flops=cost_flops + 12.0 * b * b * iterations,
+    bytes=2 * array_bytes(*inputs),
+    model="cost fwd+bwd (XLA) + 12 B^2 per Sinkhorn iteration; bytes: inputs + gradients",
+  )
+
+
 def grad_rel_error(ours, ref) -> float:
   """max over (u, v, M) of max|ours - ref| / max|ref|.
 
@@ -194,6 +208,7 @@ def bench_shape(b: int, d: int, settings: Settings) -> list[Row]:
   w = jnp.asarray(np.random.default_rng(0).normal(size=(b, b)).astype(np.float32))
   cost_fn = cost_only_fn()
   cost_t, _ = settings.time_ours(lambda: cost_fn(ju, jv, jm, w))
+  cost_flops = xla_flops(cost_fn, ju, jv, jm, w)
 
   rows = []
   for name, solver in (("loss", "ott"), ("loss_native", "native")):
@@ -216,7 +231,8 @@ def bench_shape(b: int, d: int, settings: Settings) -> list[Row]:
       "ours_over_cost_only": round(ours_t.median_s / cost_t.median_s, 2),
       "runs": f"{ours_t.runs}/{ref_t.runs}",
     }
-    rows.append(Row(name, params, ours_t, ref_t, agree))
+    work = loss_work(cost_flops, b, int(iters), (ju, jv, jm))
+    rows.append(Row(name, params, ours_t, ref_t, agree, work=work))
   return rows
 
 

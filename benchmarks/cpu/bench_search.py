@@ -28,11 +28,9 @@ peak so far. Indexes are built one after the other and freed.
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import sys
 import time
-from typing import Any
 
 import numpy as np
 from absl import flags
@@ -49,16 +47,6 @@ DIM, K = 1024, 10
 EXACT_QUERIES, ANN_QUERIES = 256, 1000
 TARGET_RECALL, TARGET_SPEEDUP = 0.95, 10.0
 TINY = {"n": 20000, "dim": 64, "exact_q": 64, "ann_q": 200, "nlist": 64}
-
-
-@dataclasses.dataclass(frozen=True)
-class SearchRow(Row):
-  """A Row with extra top-level JSON fields (recall_at_10, qps, ...)."""
-
-  extra: dict = dataclasses.field(default_factory=dict)
-
-  def to_json(self) -> dict[str, Any]:
-    return {**super().to_json(), **self.extra}
 
 
 def unit_rows(n: int, d: int, seed: int, block: int = 65536) -> np.ndarray:
@@ -130,7 +118,7 @@ def ann_row(
   nlist: int,
   settings: Settings,
   extra_params: dict,
-) -> SearchRow:
+) -> Row:
   """IVF over the gallery, nprobe swept; the row at the first nprobe reaching the target."""
   t0 = time.perf_counter()
   ivf = FaissIndex.build(gallery, "ivf", AnnParams(nlist=nlist, nprobe=1))
@@ -182,7 +170,7 @@ def ann_row(
   }
   ivf = None  # free the index before the next one is built
   gc.collect()
-  return SearchRow(
+  return Row(
     name,
     params,
     timing,
@@ -200,7 +188,7 @@ def ann_row(
   )
 
 
-def run(settings: Settings) -> list[SearchRow]:
+def run(settings: Settings) -> list[Row]:
   if settings.tiny:
     n, dim, exact_q, ann_q, nlist = (TINY[k] for k in ("n", "dim", "exact_q", "ann_q", "nlist"))
   else:
@@ -236,7 +224,7 @@ def run(settings: Settings) -> list[SearchRow]:
   same_ids = float(np.mean(ours_i == ref_i))
   max_diff = float(np.max(np.abs(ours_d - ref_d)))
   rows.append(
-    SearchRow(
+    Row(
       "search_exact",
       {
         "N": n,
