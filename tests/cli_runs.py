@@ -18,7 +18,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from tests.once import copy_atomic, shared_dir
+from tests.once import built_once, copy_atomic, shared_dir
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -106,6 +106,15 @@ def run_train(shared: Shared, flags: list[str], workdir: Path, timeout=300, **en
   assert res.returncode == 0, res.stderr[-3000:]
   shared.keep(workdir)
   return res
+
+
+def tiny_run(tmp_path_factory, shared: Shared, root: Path) -> Path:
+  """Run directory of one uninterrupted 20-step `launch.train` run with tiny_flags, trained
+  once per test run (tests.once) and shared by the tests that only read it or add their own
+  reports to it (test_preemption, test_eval_any_dataset)."""
+  return built_once(
+    tmp_path_factory, "tiny_run", lambda out: run_train(shared, tiny_flags(root, out), out)
+  )
 
 
 def free_port() -> int:

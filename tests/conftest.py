@@ -11,13 +11,42 @@ import pytest  # noqa: E402
 SLOW_FIXTURES = {"tiny_synthcaps", "ds"}
 
 
+# The longest files, longest first (measured in CI). They run first, so that with two pytest
+# processes (`-n 2 --dist loadfile`: whole files, handed out in collection order) the short
+# files fill the end instead of one long file running alone.
+LONGEST_FIRST = (
+  "test_paper_configs.py",
+  "test_train.py",
+  "test_multihost.py",
+  "test_experiments.py",
+  "test_prepare_train.py",
+  "test_preemption.py",
+  "test_fuzz.py",
+  "test_device_bench.py",
+  "test_eval_any_dataset.py",
+  "test_api.py",
+  "test_resume.py",
+  "test_benchmarks.py",
+  "test_sharding.py",
+  "test_towers_init.py",
+  "test_zeroshot.py",
+)
+
+
+def _run_order(item) -> int:
+  name = item.path.name
+  return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+
 def pytest_collection_modifyitems(config, items):
   """Marks slow (see pyproject.toml) every test that uses a rendering fixture; the rest are
-  marked explicitly in their files (subprocess CLIs, training, notebook, browser)."""
+  marked explicitly in their files (subprocess CLIs, training, notebook, browser). Orders
+  the files longest first (LONGEST_FIRST; a stable sort keeps each file's own order)."""
   del config
   for item in items:
     if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
       item.add_marker(pytest.mark.slow)
+  items.sort(key=_run_order)
 
 
 @pytest.fixture(scope="session")

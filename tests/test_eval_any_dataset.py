@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from mltm_jax import synthcaps as sc
-from tests.cli_runs import REPO, Shared, run_train, tiny_flags
+from tests.cli_runs import REPO, Shared, tiny_flags, tiny_run
 
 N_CLIPS = 12
 
@@ -75,10 +75,8 @@ def shared(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def run_dir(tiny_synthcaps, tmp_path_factory, shared):
-  """A tiny SynthCaps-trained run (10 steps)."""
-  workdir = tmp_path_factory.mktemp("synthcaps_run")
-  run_train(shared, tiny_flags(tiny_synthcaps, workdir, num_steps=10, eval_every=10), workdir)
-  return workdir
+  """A tiny SynthCaps-trained run (tests.cli_runs.tiny_run: 20 steps, shared)."""
+  return tiny_run(tmp_path_factory, shared, tiny_synthcaps)
 
 
 @pytest.fixture(scope="module")

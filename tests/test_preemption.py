@@ -21,6 +21,7 @@ from tests.cli_runs import (
   restore_state,
   run_train,
   tiny_flags,
+  tiny_run,
   train_cmd,
   train_records,
 )
@@ -57,9 +58,8 @@ def shared(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def uninterrupted(tiny_synthcaps, shared, tmp_path_factory) -> Path:
-  a = tmp_path_factory.mktemp("uninterrupted")
-  run_train(shared, tiny_flags(tiny_synthcaps, a, num_steps=T), a)
-  return a
+  """tests.cli_runs.tiny_run: T steps, uninterrupted."""
+  return tiny_run(tmp_path_factory, shared, tiny_synthcaps)
 
 
 @pytest.mark.parametrize("moment", list(MOMENTS))
