@@ -104,10 +104,11 @@ def _now() -> str:
 
 def _run_stage(grid_of, out: Path, provenance: dict) -> None:
   """Plans and runs the unfinished runs of ``grid_of()`` (built inside the error handling:
-  a bad cell is one line, exit 2); an interruption exits 1 with how to resume."""
+  a bad cell is one line, exit 2); an interruption, or runs that failed (after the others
+  ran), exit 1 with how to resume."""
   from tqdm.auto import tqdm
 
-  from mltm_jax.experiments.runner import Interrupted, plan_runs, run_grid
+  from mltm_jax.experiments.runner import Interrupted, RunsFailed, plan_runs, run_grid
 
   try:
     runs = plan_runs(grid_of(), out, progress=_PROGRESS.value)
@@ -115,6 +116,9 @@ def _run_stage(grid_of, out: Path, provenance: dict) -> None:
     run_grid(runs, out, log=tqdm.write, prune=_PRUNE.value, provenance=provenance)
   except Interrupted as e:
     print(f"interrupted: {e}", file=sys.stderr)
+    sys.exit(1)
+  except RunsFailed as e:
+    print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
   except KeyboardInterrupt:
     print("interrupted: rerun the same command to resume", file=sys.stderr)

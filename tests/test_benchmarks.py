@@ -77,11 +77,13 @@ def test_tiny_step_and_memory_rows(tmp_path):
   rows = json.loads(out_file.read_text())
   assert [r["name"] for r in rows] == ["step", "memory"]
   step, memory = rows
-  assert KEYS <= set(step) and step["agree"] is True, step
+  assert set(step) == KEYS | LIMIT_KEYS and step["agree"] is True, step
+  check_limit(step)
   assert step["params"]["max_loss_gap"] <= 1e-4, step
   ours_sps, ref_sps = (float(x) for x in step["params"]["samples_s"].split("/"))
   assert abs(ours_sps / ref_sps - step["ratio"]) <= 0.02 * step["ratio"], step
   assert KEYS <= set(memory) and memory["agree"] is True, memory
+  assert memory["limit_fraction"] is None  # a memory row: no time limit modelled
   for side in ("ours", "torch"):
     peaks = memory[f"{side}_peak_bytes"]
     assert list(peaks) == ["8"] and peaks["8"] > 0, memory
@@ -102,7 +104,7 @@ def test_towers_tiny_rows_agree(tmp_path):
   rows = json.loads(out_file.read_text())
   assert [r["name"] for r in rows] == ["towers_audio", "towers_text"]
   for r in rows:
-    assert set(r) == KEYS and r["agree"] is True, r
+    assert set(r) == KEYS and r["agree"] is True and r["limit_fraction"] is None, r
     ours_sps, ref_sps = (float(x) for x in r["params"]["samples_s"].split("/"))
     assert abs(ours_sps / ref_sps - r["ratio"]) <= 0.02 * r["ratio"], r
 

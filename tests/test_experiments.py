@@ -372,3 +372,38 @@ def test_chance_r10_against_a_shuffled_ranking_and_failed_runs_are_invalid():
   noise = row("0.2")
   assert "-5.0, -5.0, -5.0, -5.0" in noise and "25 % vs 30 %" in noise
   assert noise.strip("|").split("|")[-1].strip() == "does not hold"
+
+
+def test_a_failed_run_is_logged_and_the_grid_goes_on(tmp_path, monkeypatch):
+  """One run raising (e.g. a checkpoint write timing out) does not stop the grid: the runs
+  after it run, and the stage then ends with RunsFailed naming it (rerun to retry)."""
+  from types import SimpleNamespace
+
+  from mltm_jax.experiments import runner
+
+  metrics = {"t2a": {"R@1": 1.0}, "a2t": {"R@1": 2.0}, "rank_by": "distance"}
+
+  def fake_train(run, provenance):
+    if run.name == "b":
+      raise TimeoutError("commit timed out\ntraceback details")
+    return metrics
+
+  monkeypatch.setattr(runner, "train_one", fake_train)
+  runs = [
+    SimpleNamespace(name=n, workdir=tmp_path / n, finished=lambda: False) for n in ("a", "b", "c")
+  ]
+  lines = []
+  with pytest.raises(runner.RunsFailed, match=r"1 of 3 runs failed \(b\)"):
+    runner.run_grid(runs, tmp_path / "grid", log=lines.append)
+  assert lines[0] == "[1/3] a: running (elapsed 0m00s)"
+  assert lines[3].startswith("[2/3] b: FAILED after ")
+  assert lines[3].endswith(": TimeoutError: commit timed out")
+  assert lines[4].startswith("[3/3] c: running") and lines[5].startswith("[3/3] c: done in")
+
+  # An interruption still stops the grid at once.
+  def interrupted(run, provenance):
+    raise runner.Interrupted("stopped")
+
+  monkeypatch.setattr(runner, "train_one", interrupted)
+  with pytest.raises(runner.Interrupted):
+    runner.run_grid(runs, tmp_path / "grid", log=lines.append)

@@ -44,6 +44,14 @@ def test_tiny_search_benchmark_rows(tmp_path):
     assert r["params"]["sweep"].startswith("1:")
   # On the clustered gallery few lists suffice (the sweep stops at the target).
   assert clustered["recall_at_10"] >= 0.95 and clustered["nprobe"] < 64
+  # The limit column: exact search does 2 Q N D operations; IVF scans the probed share.
+  p = exact["params"]
+  assert exact["flops"] == 2.0 * p["queries"] * p["N"] * p["D"]
+  assert 0 < exact["limit_fraction"] == exact["limit_s"] / exact["ours_s"]
+  for r in (ann, clustered):
+    share = r["nprobe"] / 64  # TINY nlist
+    rows_scanned = r["params"]["N"] * share + 64
+    assert r["flops"] == pytest.approx(2.0 * r["params"]["queries"] * rows_scanned * r["params"]["D"])
 
 
 def test_tiny_search_latency_row(tmp_path):

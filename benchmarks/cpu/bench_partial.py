@@ -26,11 +26,13 @@ from benchmarks.cpu.bench_loss import (
   EPS,
   GRAD_RTOL,
   LOSS_ATOL,
+  cost_only_fn,
   grad_rel_error,
   leaves,
   make_metric,
   make_pairs,
 )
+from benchmarks.roofline import Work, array_bytes, xla_flops
 from benchmarks.timing import Row, Settings
 from benchmarks.references.torch_loss import official_cost
 from mltm_jax import metric as metric_lib
@@ -100,4 +102,11 @@ def run(settings: Settings) -> list[Row]:
     "runs": f"{ours_t.runs}/{ref_t.runs}",
   }
   agree = max(gaps) <= LOSS_ATOL and grad_err <= GRAD_RTOL
-  return [Row("partial", params, ours_t, ref_t, agree)]
+  cost_flops = xla_flops(cost_only_fn(), ju, jv, jm, jnp.ones((b, b), jnp.float32))
+  work = Work(
+    flops=cost_flops + 18.0 * b * b * cycles,
+    bytes=2 * array_bytes(ju, jv, jm),
+    model="cost fwd+bwd (XLA) + per cycle 3 projections of the [B, B] plan (2 B^2 each"
+    " forward, 4 B^2 backward); bytes: inputs + gradients",
+  )
+  return [Row("partial", params, ours_t, ref_t, agree, work=work)]

@@ -35,6 +35,7 @@ import time
 import numpy as np
 from absl import flags
 
+from benchmarks.roofline import Work
 from benchmarks.timing import Row, Settings, time_call
 from mltm_jax.search import AnnParams, ExactIndex, FaissIndex
 
@@ -170,12 +171,21 @@ def ann_row(
   }
   ivf = None  # free the index before the next one is built
   gc.collect()
+  n, dim = gallery.shape
+  scanned = n * min(chosen[0], nlist) / nlist  # rows of the probed lists, on average
+  work = Work(
+    flops=2.0 * nq * (nlist + scanned) * dim,
+    bytes=4.0 * (n + nq) * dim,
+    model="per query: the nlist centroids and the nprobe/nlist share of the gallery"
+    " (2 D per row); bytes: the gallery and the queries read once",
+  )
   return Row(
     name,
     params,
     timing,
     exact_timing,
     chosen[1] >= TARGET_RECALL,
+    work=work,
     extra={
       "recall_at_10": chosen[1],
       "qps": qps,
@@ -247,6 +257,11 @@ def run(settings: Settings) -> list[Row]:
       ref_t,
       same_ids == 1.0 and max_diff <= 1e-4,
       extra={"qps": exact_q / ours_t.median_s, "faiss_qps": exact_q / ref_t.median_s},
+      work=Work(
+        flops=2.0 * exact_q * n * dim,
+        bytes=4.0 * (n + exact_q) * dim,
+        model="query x gallery products (2 Q N D); bytes: the gallery and queries read once",
+      ),
     )
   )
 

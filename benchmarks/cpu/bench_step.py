@@ -28,6 +28,7 @@ dropout and SpecAugment, torch on one thread (a test of the plumbing).
 
 from __future__ import annotations
 
+import jax
 import ot
 import torch
 
@@ -38,6 +39,7 @@ from benchmarks.cpu.demo_step import (
   bench_config,
   demo_inputs,
 )
+from benchmarks.roofline import Work, array_bytes, xla_flops
 from benchmarks.timing import Row, Settings, blas_threads
 from benchmarks.references.torch_demo import TorchDemoModel, load_from_flax
 from benchmarks.references.torch_loss import POT_STOP_THR, official_loss, project_psd_
@@ -137,4 +139,15 @@ def _run(cfg: Config, text_dim: int, settings: Settings) -> list[Row]:
     "torch_1_thread_samples_s": round(b / one_t.median_s, 1) if one_t else "n/a",
     "runs": f"{ours_t.runs}/{ref_t.runs}",
   }
-  return [Row("step", params_out, ours_t, ref_t, gap <= LOSS_ATOL)]
+  return [Row("step", params_out, ours_t, ref_t, gap <= LOSS_ATOL, work=step_work(ours))]
+
+
+def step_work(ours: OursStep) -> Work:
+  """XLA's operation count of the compiled step (the Sinkhorn loop's body counted once: its
+  iterations are a few percent of the towers' convolutions); bytes: the state read and
+  written, the batch read."""
+  return Work(
+    flops=xla_flops(ours.step, ours.state, ours.batch),
+    bytes=2 * array_bytes(*jax.tree.leaves(ours.state)) + array_bytes(*jax.tree.leaves(ours.batch)),
+    model="XLA cost analysis of the train step; bytes: state read + written, batch read",
+  )

@@ -33,6 +33,11 @@ class Interrupted(RuntimeError):
   """A run stopped on SIGTERM after saving its checkpoint; rerun to resume."""
 
 
+class RunsFailed(RuntimeError):
+  """Runs of a grid raised; the others ran. Rerunning the command retries the failed ones
+  (each resumes from its latest readable checkpoint)."""
+
+
 @dataclasses.dataclass
 class RunInfo:
   """One (cell, seed) of a grid and where it lives."""
@@ -105,12 +110,14 @@ def run_grid(
     Per run {"name", "status": "skipped"|"ran", "seconds", "t2a_r1", "a2t_r1"}.
   Raises:
     Interrupted: a run stopped on SIGTERM (its checkpoint is saved).
+    RunsFailed: after every other run was tried, naming the runs that raised (each
+      failure is logged when it happens; one bad run does not stop the grid).
   """
   out.mkdir(parents=True, exist_ok=True)
   (out / ".gitignore").write_text(GITIGNORE)
   (out / TEXT_CACHE).mkdir(exist_ok=True)
   t0 = time.time()
-  results = []
+  results, failed = [], []
   for i, run in enumerate(runs, 1):
     head = f"[{i}/{len(runs)}] {run.name}"
     if run.finished():
@@ -120,12 +127,25 @@ def run_grid(
     else:
       log(f"{head}: running (elapsed {_hms(time.time() - t0)})")
       t = time.time()
-      final = train_one(run, provenance or {})
+      try:
+        final = train_one(run, provenance or {})
+      except Interrupted:
+        raise
+      except Exception as e:  # noqa: BLE001 (any failure of one run; reported, not lost)
+        failed.append(run.name)
+        reason = (str(e).strip().splitlines() or [""])[0]
+        log(f"{head}: FAILED after {_hms(time.time() - t)}: {type(e).__name__}: {reason}")
+        continue
       seconds = time.time() - t
       log(f"{head}: done in {_hms(seconds)} (elapsed {_hms(time.time() - t0)}); {_r1(final)}")
       results.append(_result(run, "ran", seconds, final))
     if prune:
       prune_run(run.workdir)
+  if failed:
+    raise RunsFailed(
+      f"{len(failed)} of {len(runs)} runs failed ({', '.join(failed)}); the others are done;"
+      " rerun the same command to retry them"
+    )
   return results
 
 
