@@ -11,9 +11,11 @@ import pytest  # noqa: E402
 SLOW_FIXTURES = {"tiny_synthcaps", "ds"}
 
 
-# The longest files, longest first (measured in CI). They run first, so that with two pytest
-# processes (`-n 2 --dist loadfile`: whole files, handed out in collection order) the short
-# files fill the end instead of one long file running alone.
+# The longest files, longest first (measured in CI). They are collected first, so that with
+# two pytest processes (`-n 2 --dist loadfile`: whole files, handed out in collection order)
+# the short files fill the end instead of one long file running alone. pytest-xdist keeps
+# this order only with --no-loadscope-reorder (by default it hands out the files with the
+# most tests first).
 LONGEST_FIRST = (
   "test_paper_configs.py",
   "test_train.py",
