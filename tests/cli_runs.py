@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from tests.once import built_once, copy_atomic, shared_dir
+from tests.once import built_once, shared_text_cache
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,21 +51,18 @@ def tiny_flags(root: Path, workdir: Path, **kw) -> list[str]:
 
 
 class Shared:
-  """The run-wide compile cache and caption-feature cache (tests.once.shared_dir: common to
-  every pytest process)."""
+  """What every `launch.train` subprocess of a test run shares: the compilation cache that
+  conftest exports to every process, and the caption-feature cache of tests.once."""
 
   def __init__(self, tmp_path_factory):
-    base = shared_dir(tmp_path_factory)
-    self.jax_cache = base / "jax_compile_cache"
-    self.text_cache = base / "text_feature_cache"
-    self.jax_cache.mkdir(exist_ok=True)
-    self.text_cache.mkdir(exist_ok=True)
+    self.tmp_path_factory = tmp_path_factory
 
   def env(self, **extra) -> dict:
+    """The subprocess environment: this process's (with its compilation cache), on the CPU,
+    caching every program (a tiny run's programs compile in well under conftest's 0.5 s)."""
     env = dict(os.environ)
     env.update(
       JAX_PLATFORMS="cpu",
-      JAX_COMPILATION_CACHE_DIR=str(self.jax_cache),
       JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
       JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
       PYTHONPATH=str(REPO),
@@ -76,16 +72,8 @@ class Shared:
     return env
 
   def seed(self, workdir: Path) -> None:
-    """Copies the known caption features into workdir/cache."""
-    (workdir / "cache").mkdir(parents=True, exist_ok=True)
-    for f in self.text_cache.glob("*.npy"):
-      shutil.copy(f, workdir / "cache" / f.name)
-
-  def keep(self, workdir: Path) -> None:
-    """Remembers the caption features a run computed."""
-    for f in (workdir / "cache").glob("text_features_*.npy"):
-      if ".tmp" not in f.name:
-        copy_atomic(f, self.text_cache / f.name)
+    """Points workdir/cache at the shared caption-feature cache (tests.once)."""
+    shared_text_cache(self.tmp_path_factory, workdir)
 
 
 def train_cmd(*flags: str) -> list[str]:
@@ -104,7 +92,6 @@ def run_train(shared: Shared, flags: list[str], workdir: Path, timeout=300, **en
     check=False,
   )
   assert res.returncode == 0, res.stderr[-3000:]
-  shared.keep(workdir)
   return res
 
 

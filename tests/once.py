@@ -48,13 +48,6 @@ that raised is removed and retried by the next caller."""
   return out
 
 
-def copy_atomic(src: Path, dst: Path) -> None:
-  """Copies src to dst so that a reader of dst sees either nothing or the whole file."""
-  tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-  shutil.copyfile(src, tmp)
-  os.replace(tmp, dst)
-
-
 def shared_text_cache(tmp_path_factory, workdir: Path) -> Path:
   """Points ``workdir/cache`` (a run's caption-feature cache) at one folder shared by every
   run of the test run, as launch.experiments does for a grid: the frozen encoder's features

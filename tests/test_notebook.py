@@ -50,7 +50,6 @@ def test_notebook_executes_and_shows_metrics(
     nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOK.parent)}}
   )
   client.execute()
-  shared.keep(workdir)
 
   texts = [_text(c) for c in nb.cells if c.cell_type == "code"]
   assert not any("Traceback" in t or "Error" in t.split("\n")[0] for t in texts), texts
