@@ -7,102 +7,55 @@ synonyms; events are joined by words of their relation: sequence ("then", "follo
 drawn from the clip's own generator after its plan (:mod:`mltm_jax.synthcaps.events`), so
 captions depend only on (seed, split, index).
 
-Every table of phrasings is an :class:`Alt`: ``seen`` phrasings for the development,
-validation and evaluation splits, ``held`` ones (possibly none) reserved for the held-out
-split (:mod:`mltm_jax.synthcaps.heldout`), which uses only those wherever there are any.
+Every table of phrasings (here and in :mod:`mltm_jax.synthcaps.attribute_words`) is an
+:class:`Alt`: ``seen`` phrasings for the development, validation and evaluation splits,
+``held`` ones (possibly none) reserved for the held-out split
+(:mod:`mltm_jax.synthcaps.heldout`), which uses only those wherever there are any.
 :data:`RESERVED_PHRASES` lists every reserved phrasing.
 """
 
 from __future__ import annotations
 
 import string
-from typing import Iterable, NamedTuple, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
-from mltm_jax.synthcaps.source_spec import H, L, M
+from mltm_jax.synthcaps.attribute_words import (
+  Alt,
+  COUNT_ADV,
+  COUNT_DET,
+  DUR_ADJ,
+  DUR_ADJ_CONT,
+  DUR_ADV,
+  LOUD_ADJ,
+  LOUD_ADJ_SUBJ,
+  LOUD_ADV,
+  QUIET_ADJ,
+  QUIET_ADJ_SUBJ,
+  QUIET_ADV,
+  REG_ADJ,
+  REG_ADV,
+  TEMPO_ADJ,
+  TEMPO_ADV,
+  all_alts,
+  extend,
+  pick,
+)
+from mltm_jax.synthcaps.source_spec import L
 from mltm_jax.synthcaps.sources import SOURCE_BY_NAME
 from mltm_jax.synthcaps.words import choice, join_adjs, join_advs, with_article
 
 N_CAPTIONS = 5
 
 
-class Alt(NamedTuple):
-  """Alternative phrasings of one meaning: ``seen`` by every split, ``held`` only by the
-  held-out split (which uses ``held`` alone wherever it is not empty)."""
-
-  seen: tuple[str, ...]
-  held: tuple[str, ...] = ()
-
-
-def pick(rng, options: Alt | Sequence[str], held_out: bool) -> str:
-  """One phrasing of ``options`` for a caption of the held-out split or of the others."""
-  if isinstance(options, Alt):
-    options = options.held if held_out and options.held else options.seen
-  return choice(rng, options)
-
-
-_LOUD_ADJ = Alt(("loud", "forceful", "powerful"), ("strong", "intense"))  # notes, hits, sounds
-_QUIET_ADJ = Alt(("quiet", "soft", "faint"), ("gentle", "muted"))
-_LOUD_ADJ_SUBJ = Alt(("loud",))  # for the sound source itself ("a loud piano")
-_QUIET_ADJ_SUBJ = Alt(("quiet", "soft", "faint"))
-_LOUD_ADV = Alt(("loudly", "forcefully", "powerfully"), ("at high volume", "intensely"))
-_QUIET_ADV = Alt(("quietly", "softly", "gently", "faintly"), ("at low volume", "in a hushed way"))
-_REG_ADJ = {
-  L: Alt(("low", "low-pitched"), ("deep",)),
-  M: Alt(("mid-range", "medium-pitched"), ("mid-pitched",)),
-  H: Alt(("high",), ("high-pitched",)),
-}
-_REG_ADV = {
-  L: Alt(("in a low register", "at a low pitch"), ("in the low range",)),
-  M: Alt(("in a middle register", "at a medium pitch"), ("in the mid range",)),
-  H: Alt(("in a high register", "at a high pitch"), ("in the upper range",)),
-}
-_TEMPO_ADJ = {
-  "slow": Alt(("slow", "slow-paced"), ("leisurely",)),
-  "fast": Alt(("fast", "quick", "rapid"), ("lively",)),
-}
-_TEMPO_ADV = {
-  "slow": Alt(("slowly", "at a slow pace"), ("at a slow tempo",)),
-  "fast": Alt(("quickly", "rapidly", "at a fast pace"), ("at a fast tempo",)),
-}
-_DUR_ADJ = {"short": Alt(("short",), ("brief",)), "long": Alt(("long", "lengthy"), ("extended",))}
-_DUR_ADJ_CONT = {
-  "short": Alt(("short",), ("brief",)),
-  "long": Alt(("long", "sustained"), ("prolonged",)),
-}
-_DUR_ADV = {
-  "short": Alt(("briefly", "for a moment"), ("for a short time",)),
-  "long": Alt(("for a long time", "for a while"), ("for several seconds",)),
-}
-_COUNT_ADV = {
-  "once": Alt(("once", "a single time"), ("one time",)),
-  "twice": Alt(("twice",), ("two times",)),
-  "three times": Alt(("three times",), ("thrice",)),
-  "repeatedly": Alt(
-    ("repeatedly", "over and over", "again and again"), ("many times", "several times in a row")
-  ),
-}
-_COUNT_DET = {
-  "once": Alt(("a single", "one")),
-  "twice": Alt(("two",)),
-  "three times": Alt(("three",)),
-  "repeatedly": Alt(("repeated", "a series of", "many"), ("a rapid series of", "a string of")),
-}
-
-
-def _extend(options: Alt, extra: tuple[str, ...]) -> Alt:
-  """``options`` with ``extra`` phrasings seen by every split."""
-  return Alt(options.seen + extra, options.held + extra if options.held else ())
-
-
 def _loud_adj(rng, ev, src, held_out: bool, subject: bool = False) -> str:
   if subject:
-    return pick(rng, _LOUD_ADJ_SUBJ if ev["loudness"] == "loud" else _QUIET_ADJ_SUBJ, held_out)
+    return pick(rng, LOUD_ADJ_SUBJ if ev["loudness"] == "loud" else QUIET_ADJ_SUBJ, held_out)
   if ev["loudness"] == "loud":
     low = src.low or ev["register"] == L
-    return pick(rng, _extend(_LOUD_ADJ, ("booming",) if low else ()), held_out)
-  return pick(rng, _extend(_QUIET_ADJ, ("light",) if src.kind == "hits" else ()), held_out)
+    return pick(rng, extend(LOUD_ADJ, ("booming",) if low else ()), held_out)
+  return pick(rng, extend(QUIET_ADJ, ("light",) if src.kind == "hits" else ()), held_out)
 
 
 def _loud_subject_adj(rng, ev, src, held_out: bool) -> str:
@@ -112,8 +65,8 @@ def _loud_subject_adj(rng, ev, src, held_out: bool) -> str:
 def _loud_adv(rng, ev, src, held_out: bool) -> str:
   drum_hits = src.kind == "hits" and src.drum
   if ev["loudness"] == "loud":
-    return pick(rng, _extend(_LOUD_ADV, ("hard",) if drum_hits else ()), held_out)
-  return pick(rng, _extend(_QUIET_ADV, ("lightly",) if drum_hits else ()), held_out)
+    return pick(rng, extend(LOUD_ADV, ("hard",) if drum_hits else ()), held_out)
+  return pick(rng, extend(QUIET_ADV, ("lightly",) if drum_hits else ()), held_out)
 
 
 def _mentionable(ev) -> list[str]:
@@ -146,7 +99,7 @@ class _Phrases:
 
   # adverbials for the attributes in ``attrs`` (count first for hits)
   def _advs(self, attrs: Iterable[str]) -> str:
-    tables = {"register": _REG_ADV, "tempo": _TEMPO_ADV, "duration": _DUR_ADV, "count": _COUNT_ADV}
+    tables = {"register": REG_ADV, "tempo": TEMPO_ADV, "duration": DUR_ADV, "count": COUNT_ADV}
     words = self._words(attrs, _loud_adv, tables)
     first = next((w for a, w in words if a == "count"), None)
     return join_advs(self.rng, [w for a, w in words if a != "count"], first)
@@ -154,7 +107,7 @@ class _Phrases:
   def _subject(self, adj_attrs: Sequence[str]) -> tuple[str, str]:
     """(noun phrase, number) naming the source, with adjectives for ``adj_attrs``."""
     text, number = choice(self.rng, self.src.nouns)
-    tables = {"register": _REG_ADJ, "duration": _DUR_ADJ_CONT}
+    tables = {"register": REG_ADJ, "duration": DUR_ADJ_CONT}
     adjs = [w for _, w in self._words(adj_attrs, _loud_subject_adj, tables)]
     return with_article(self.rng, text, number, adjs), number
 
@@ -187,7 +140,7 @@ class _Phrases:
       reg_adj = []
       adv = sorted(self.mention)
       if src.kind == "hits" and "register" in self.mention and rng.random() < 0.5:
-        reg_adj = [pick(rng, _REG_ADJ[ev["register"]], self.held_out)]
+        reg_adj = [pick(rng, REG_ADJ[ev["register"]], self.held_out)]
         adv = [a for a in adv if a != "register"]
       a = with_article(rng, text, number, reg_adj)
       the = with_article(rng, text, number, reg_adj, definite=True)
@@ -209,7 +162,7 @@ class _Phrases:
     """Melodic: "<adjs> [source] melody|notes|music" with an article where needed."""
     rng, src = self.rng, self.src
     head, number = choice(rng, src.heads)
-    tables = {"register": _REG_ADJ, "tempo": _TEMPO_ADJ, "duration": _DUR_ADJ}
+    tables = {"register": REG_ADJ, "tempo": TEMPO_ADJ, "duration": DUR_ADJ}
     adjs = [w for _, w in self._words(adj_attrs, _loud_adj, tables)]
     if with_source:
       noun = choice(rng, [n for n, num in src.nouns if num == "sg"] or [src.name])
@@ -239,9 +192,9 @@ class _Phrases:
       sg, pl = choice(rng, src.hit_nouns)
       mention = set(self.mention) | {"count"}
       attrs = [a for a in ("loudness", "register") if a in mention]
-      adjs = [w for _, w in self._words(attrs, _loud_adj, {"register": _REG_ADJ})]
+      adjs = [w for _, w in self._words(attrs, _loud_adj, {"register": REG_ADJ})]
       mention -= {"loudness", "register"}
-      det = pick(rng, _COUNT_DET[count], self.held_out)
+      det = pick(rng, COUNT_DET[count], self.held_out)
       noun = sg if count == "once" else pl
       body = " ".join([det] + ([join_adjs(rng, adjs)] if adjs else []) + [noun])
       plural = count != "once" and not det.startswith("a ")
@@ -252,7 +205,7 @@ class _Phrases:
     if form == "sound":
       text, number = choice(rng, src.sound_nouns)
       # continuous sources: loudness and duration are all they state
-      tables = {"duration": _DUR_ADJ_CONT}
+      tables = {"duration": DUR_ADJ_CONT}
       adjs = [w for _, w in self._words(sorted(self.mention), _loud_adj, tables)]
       return with_article(rng, text, number, adjs), number == "pl"
     # participle: "a violin played quickly", "a bell ringing twice"
@@ -458,34 +411,27 @@ def _caption(rng, plan: dict, held_out: bool) -> str:
   return _finish(_fill(pick(rng, templates, held_out), parts, g_clause, g_np))
 
 
-def _phrasings(table) -> list[Alt]:
-  """Every Alt in a (nested) table."""
-  if isinstance(table, Alt):
-    return [table]
-  return [alt for value in table.values() for alt in _phrasings(value)]
-
-
 # Every phrasing only held-out captions use: reserved words and template markers.
 RESERVED_PHRASES: tuple[str, ...] = tuple(
   sorted(
     {
       phrase
       for table in (
-        _LOUD_ADJ,
-        _QUIET_ADJ,
-        _LOUD_ADV,
-        _QUIET_ADV,
-        _REG_ADJ,
-        _REG_ADV,
-        _TEMPO_ADJ,
-        _TEMPO_ADV,
-        _DUR_ADJ,
-        _DUR_ADJ_CONT,
-        _DUR_ADV,
-        _COUNT_ADV,
-        _COUNT_DET,
+        LOUD_ADJ,
+        QUIET_ADJ,
+        LOUD_ADV,
+        QUIET_ADV,
+        REG_ADJ,
+        REG_ADV,
+        TEMPO_ADJ,
+        TEMPO_ADV,
+        DUR_ADJ,
+        DUR_ADJ_CONT,
+        DUR_ADV,
+        COUNT_ADV,
+        COUNT_DET,
       )
-      for alt in _phrasings(table)
+      for alt in all_alts(table)
       for phrase in alt.held
     }
     | set(TEMPLATE_MARKERS)
