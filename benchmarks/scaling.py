@@ -88,13 +88,7 @@ def eval_series(sizes, runs: int, ref_max_s: float) -> dict[str, list]:
   ref_ok = True
   m = bench_loss.make_metric(EVAL_D, seed=11).astype(np.float64)
   for n in sizes:
-    rng = np.random.default_rng(n)
-    audio = rng.normal(size=(n, EVAL_D))
-    audio /= np.linalg.norm(audio, axis=1, keepdims=True)
-    noise = rng.normal(size=(n, EVAL_D))
-    text = audio + bench_eval.NOISE * noise / np.linalg.norm(noise, axis=1, keepdims=True)
-    text /= np.linalg.norm(text, axis=1, keepdims=True)
-    c2c = np.arange(n)
+    audio, text, c2c = bench_eval.make_embeddings(n, EVAL_D, seed=n, captions_per_clip=1)
 
     def ours():
       from mltm_jax.evaluation.distance_ranks import distance_ranks

@@ -53,12 +53,13 @@ RECALL_KS = (1, 5, 10, 50)
 MAP_CUTOFF = 10
 
 
-def make_embeddings(n: int, d: int, seed: int = 0):
-  """(audio [n, d], text [5n, d]) float64 unit rows, caption_to_clip int64 [5n]."""
+def make_embeddings(n: int, d: int, seed: int = 0, captions_per_clip: int = CAPTIONS_PER_CLIP):
+  """(audio [n, d], text [c n, d]) float64 unit rows, caption_to_clip int64 [c n], with
+  c = ``captions_per_clip``; each caption is its clip's row plus noise."""
   rng = np.random.default_rng(seed)
   unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)
   audio = unit(rng.normal(size=(n, d)))
-  c2c = np.repeat(np.arange(n), CAPTIONS_PER_CLIP)
+  c2c = np.repeat(np.arange(n), captions_per_clip)
   text = unit(audio[c2c] + NOISE * unit(rng.normal(size=(c2c.size, d))))
   return audio, text, c2c
 

@@ -162,16 +162,23 @@ def cost_only_fn():
 # ----------------------------------------------------------------------------- benchmark
 
 
-def loss_work(cost_flops: float, b: int, iterations: int, inputs) -> Work:
+def loss_work(
+  cost_flops: float,
+  b: int,
+  iterations: int,
+  inputs,
+  per_iteration: float = 12.0,
+  iteration_model: str = "12 B^2 per Sinkhorn iteration",
+) -> Work:
   """Work of one loss + gradient call: the cost and its gradient (``cost_flops``, XLA's count
-  of the loop-free cost-only program) and ``iterations`` Sinkhorn iterations, each two
-  [B, B] matrix-vector products forward (4 B^2) and at least two more plus the [B, B]
-  cotangent accumulation backward (8 B^2); compulsory bytes: u, v, M read, their gradients
-  written."""
+  of the loop-free cost-only program) and ``iterations`` solver iterations of
+  ``per_iteration`` B^2 operations each. Sinkhorn's default: two [B, B] matrix-vector
+  products forward (4 B^2) and at least two more plus the [B, B] cotangent accumulation
+  backward (8 B^2). Compulsory bytes: the inputs read, their gradients written."""
   return Work(
-    flops=cost_flops + 12.0 * b * b * iterations,
+    flops=cost_flops + per_iteration * b * b * iterations,
     bytes=2 * array_bytes(*inputs),
-    model="cost fwd+bwd (XLA) + 12 B^2 per Sinkhorn iteration; bytes: inputs + gradients",
+    model=f"cost fwd+bwd (XLA) + {iteration_model}; bytes: inputs + gradients",
   )
 
 

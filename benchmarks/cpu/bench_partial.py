@@ -29,10 +29,11 @@ from benchmarks.cpu.bench_loss import (
   cost_only_fn,
   grad_rel_error,
   leaves,
+  loss_work,
   make_metric,
   make_pairs,
 )
-from benchmarks.roofline import Work, array_bytes, xla_flops
+from benchmarks.roofline import xla_flops
 from benchmarks.timing import Row, Settings
 from benchmarks.references.torch_loss import official_cost
 from mltm_jax import metric as metric_lib
@@ -103,10 +104,9 @@ def run(settings: Settings) -> list[Row]:
   }
   agree = max(gaps) <= LOSS_ATOL and grad_err <= GRAD_RTOL
   cost_flops = xla_flops(cost_only_fn(), ju, jv, jm, jnp.ones((b, b), jnp.float32))
-  work = Work(
-    flops=cost_flops + 18.0 * b * b * cycles,
-    bytes=2 * array_bytes(ju, jv, jm),
-    model="cost fwd+bwd (XLA) + per cycle 3 projections of the [B, B] plan (2 B^2 each"
-    " forward, 4 B^2 backward); bytes: inputs + gradients",
+  work = loss_work(
+    cost_flops, b, cycles, (ju, jv, jm), per_iteration=18.0,
+    iteration_model="per cycle 3 projections of the [B, B] plan (2 B^2 each forward, 4 B^2"
+    " backward)",
   )
   return [Row("partial", params, ours_t, ref_t, agree, work=work)]
