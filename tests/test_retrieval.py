@@ -12,6 +12,7 @@ import numpy as np
 import ot
 import pytest
 
+from mltm_jax.evaluation import distance_filter
 from mltm_jax.evaluation.distance_ranks import distance_metrics, distance_ranks
 from mltm_jax.evaluation.plan_ranking import (
   score_matrix,
@@ -379,9 +380,11 @@ def _at_distance(rng, center, q, m, rel):
   return center + e * np.sqrt(q * (1.0 + rel) / (e @ m @ e))
 
 
-def test_distance_ranks_near_ties_are_refined_in_float64():
+@pytest.mark.parametrize("max_elements", [distance_filter.MAX_MATRIX_ELEMENTS, 400])
+def test_distance_ranks_near_ties_are_refined_in_float64(max_elements):
   """Distractors 1e-9 (relative) nearer or farther than the truth, and exact duplicates:
-  float32 cannot order them, float64 can; the ranks must be the float64 ones."""
+  float32 cannot order them, float64 can; the ranks must be the float64 ones (also when
+  the 30 x 150 matrix is processed in tiles of 13 columns and of 2 rows)."""
   rng = np.random.default_rng(9)
   n, d = 30, 32
   audio, text, c2c, m = _random_split(rng, n, d, noise=0.7)
@@ -397,7 +400,9 @@ def test_distance_ranks_near_ties_are_refined_in_float64():
     q = (text[r] - audio[i]) @ m @ (text[r] - audio[i])
     text[x] = _at_distance(rng, audio[i], q, m, -1e-9 if i % 2 else 1e-9)
   text[5 * 7 + 1] = text[5 * 8]  # a caption of clip 7 duplicated as one of clip 8
-  r = distance_ranks(audio, text, c2c, m, max_refine_fraction=1.0)  # small: always refine
+  r = distance_ranks(  # small: always refine
+    audio, text, c2c, m, max_refine_fraction=1.0, max_matrix_elements=max_elements
+  )
   want_t2a, want_a2t, _ = _brute_ranks(audio, text, m, c2c)
   assert r.refined > 0 and not r.fallback
   np.testing.assert_array_equal(r.t2a, want_t2a)
@@ -409,6 +414,26 @@ def test_distance_ranks_near_ties_are_refined_in_float64():
     np.array_equal(t2a_ranks(-d2_32.T, c2c), want_t2a)
     and np.array_equal(a2t_ranks(-d2_32, c2c)[0], want_a2t)
   )
+
+
+@pytest.mark.parametrize("bound", ["statistical", "worst_case"])
+def test_distance_ranks_in_tiles_equal_float64_brute_force(bound, monkeypatch):
+  """A matrix beyond max_matrix_elements, in tiles (uneven last tiles, down to one column
+  or row per tile), and galleries beyond PACKED_COUNT_LIMIT (two separate counts): the
+  float64 ranks, by refinement and by the tiled float64 fallback."""
+  rng = np.random.default_rng(12)
+  audio, text, c2c, m = _random_split(rng, 23, 16, noise=1.5)  # 23 clips x 115 captions
+  want_t2a, want_a2t, _ = _brute_ranks(audio, text, m, c2c)
+  monkeypatch.setattr(distance_filter, "PACKED_COUNT_LIMIT", 20)
+  for elements in (23 * 115, 23 * 40, 1):  # whole; tiles of 40 columns / 8 rows; 1 x 1
+    for fraction in (1.0, 0.0):  # refine / the float64 fallback
+      r = distance_ranks(
+        audio, text, c2c, m, bound=bound, max_refine_fraction=fraction,
+        max_matrix_elements=elements,
+      )
+      assert r.fallback == (fraction == 0.0 or r.fallback)
+      np.testing.assert_array_equal(r.t2a, want_t2a)
+      np.testing.assert_array_equal(r.a2t, want_a2t)
 
 
 def test_distance_ranks_collapsed_model_and_fallback():

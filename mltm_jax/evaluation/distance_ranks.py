@@ -4,13 +4,15 @@ Ranking by c_M(u, v) = sqrt((u - v)^T M (u - v)) needs every clip-caption distan
 [N, Nc] matrix whose float64 computation is the whole cost of an evaluation (D^2 work
 per item, D per pair). Here:
 
-1. **float32 pass** (one XLA program): squared distances ``d2 = alpha_i + beta_j - 2 G_ij``
-   with ``alpha = a^T M a``, ``beta = t^T M t`` (over M's upper block triangle: 0.75 D^2
-   per caption), ``G = (a M) t^T``. Entry (i, j) gets an error band
-   ``B_ij = c (|a_i| + |t_j|)^2`` (below), bounded per query by the largest norm on the
-   gallery side. For each query and each of its relevant items (targets), every other
-   gallery item is counted as surely closer (``d2 < d2_target - B_target - B_query``),
-   surely farther (``d2 > d2_target + ...``) or uncertain.
+1. **float32 pass** (:mod:`mltm_jax.evaluation.distance_filter`): squared distances
+   ``d2 = alpha_i + beta_j - 2 G_ij`` with ``alpha = a^T M a``, ``beta = t^T M t`` (over
+   M's upper block triangle: 0.75 D^2 per caption), ``G = (a M) t^T``. Entry (i, j) gets an
+   error band ``B_ij = c (|a_i| + |t_j|)^2`` (below), bounded per query by the largest norm
+   on the gallery side. For each query and each of its relevant items (targets), every
+   other gallery item is counted as surely closer (``d2 < d2_target - B_target -
+   B_query``), surely farther (``d2 > d2_target + ...``) or uncertain. A matrix beyond
+   ``max_matrix_elements`` entries is never held whole: T2A runs over tiles of caption
+   columns [N, W], A2T over tiles of clip rows [R, Nc] (each entry computed twice).
 2. **float64 refinement** of the uncertain comparisons only: T2A compares
    ``alpha - 2 G`` (beta cancels; D^2 per clip for ``a M``), A2T compares
    ``beta - 2 G`` (alpha cancels; D^2 per caption for ``M t``), from the inputs as
@@ -37,8 +39,8 @@ The band (``bound``):
   matrix.
 * ``"statistical"`` (default): ``c = kappa 3 sqrt(D) u mu`` (sqrt(D) u: how rounding
   errors of a length-D sum grow, Higham & Mary 2019; mu: M's largest column norm, a
-  scale), with ``kappa`` calibrated on the data in the same program: the float32
-  entries of a 32 x 32 sample of clips x captions are recomputed in float64 and
+  scale), with ``kappa`` calibrated on the data: the float32 entries of a 32 x 32 sample
+  of clips x captions (of the first column tile) are recomputed in float64 and
   ``kappa = max(KAPPA_FLOOR, CALIBRATION_MARGIN x max(error / band(kappa = 1)))``, so
   the band is >= 10x the largest float32 error of the sample. Not a proof: the ranks
   equal the float64 ranks unless a rounding error exceeds the band (how far the sample's
@@ -49,14 +51,13 @@ The band (``bound``):
 from __future__ import annotations
 
 import dataclasses
-import functools
-import itertools
-import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mltm_jax.evaluation import distance_filter
+from mltm_jax.evaluation.distance_filter import MAX_MATRIX_ELEMENTS
 from mltm_jax.evaluation.retrieval import (
   _as_index,
   captioned_clip_table,
@@ -65,14 +66,10 @@ from mltm_jax.evaluation.retrieval import (
 )
 
 BOUNDS = ("statistical", "worst_case")
-UNIT_ROUNDOFF = 2.0**-24  # float32
-KAPPA_FLOOR = 0.05
-CALIBRATION_MARGIN = 10.0
 CALIBRATION_SAMPLE = 32  # clips x captions recomputed in float64
 # Refine comparison by comparison while that costs less than this fraction of the
 # float64 matrix.
 MAX_REFINE_FRACTION = 0.25
-QUAD_FORM_BLOCKS = 2  # blocks of quadratic_forms (the choice: WORKSPACE.md, Benchmarks)
 _HIGHEST = jax.lax.Precision.HIGHEST
 
 
@@ -93,133 +90,6 @@ class DistanceRanks:
   refined: int
   fallback: bool
   kappa: float
-
-
-def quadratic_forms(x: jax.Array, m: jax.Array, blocks: int = QUAD_FORM_BLOCKS) -> jax.Array:
-  """[K, D], symmetric [D, D] -> [K] x_k^T M x_k over M's upper block triangle.
-
-  Block row b contributes x_b . (M_bb x_b + 2 sum_{c > b} M_bc x_c): (blocks + 1) /
-  (2 blocks) of the D^2 multiply-adds of ``x M`` per row (smaller blocks make the
-  products too thin to run at full speed).
-  """
-  d = x.shape[1]
-  edges = [round(d * b / blocks) for b in range(blocks + 1)]
-  total = jnp.zeros(x.shape[:1], x.dtype)
-  for lo, hi in itertools.pairwise(edges):
-    if hi == lo:
-      continue
-    w = jnp.concatenate([m[lo:hi, lo:hi], 2.0 * m[lo:hi, hi:]], axis=1)
-    total = total + jnp.sum(jnp.dot(x[:, lo:hi], w, precision=_HIGHEST) * x[:, lo:], axis=1)
-  return total
-
-
-@jax.jit
-def squared_distance_matrix(audio: jax.Array, text: jax.Array, m: jax.Array) -> jax.Array:
-  """[N, D], [Nc, D], symmetric [D, D] -> [N, Nc] (a_i - t_j)^T M (a_i - t_j), unclamped.
-
-  alpha_i + beta_j - 2 (a_i M) . t_j as one matrix product of [-2 a M, alpha, 1] and
-  [t, 1, beta]; beta by :func:`quadratic_forms`: N D^2 + 0.75 Nc D^2 + N Nc (D + 2)
-  multiply-adds, in the inputs' dtype.
-  """
-  p = jnp.dot(audio, m, precision=_HIGHEST)
-  alpha = jnp.sum(p * audio, axis=1)
-  beta = quadratic_forms(text, m)
-  left = jnp.concatenate([-2.0 * p, alpha[:, None], jnp.ones_like(alpha)[:, None]], axis=1)
-  right = jnp.concatenate([text, jnp.ones_like(beta)[:, None], beta[:, None]], axis=1)
-  return jnp.dot(left, right.T, precision=_HIGHEST)
-
-
-def _below_and_upto(d2, lo, hi):
-  """int32 (d2 < lo) + 65536 (d2 <= hi): two counts in one reduction (gallery < 65536).
-
-  One reduction per pass (the callers loop with lax.map over targets): XLA's CPU code
-  runs several reductions of one matrix fused together slower than one at a time.
-  """
-  return (d2 < lo).astype(jnp.int32) + (d2 <= hi).astype(jnp.int32) * 65536
-
-
-@functools.partial(jax.jit, static_argnames=("bound",))
-def _filter(audio, text, m, a_sample, t_sample, rows, cols, *, bound: str):
-  """The float32 pass and its calibration (run under x64).
-
-  audio [N, D], text [Nc, D] float32; m [D, D] float64 (as given); a_sample = audio[rows],
-  t_sample = text[cols] in float64. Returns a dict: d2 (float32 [N, Nc]), na, nt (row
-  norms), sym (sym(M), float64), finite (M, audio and text finite), kappa, coef (the
-  band of entry (i, j) is coef (na_i + nt_j)^2).
-  """
-  d = audio.shape[1]
-  u = UNIT_ROUNDOFF
-  sym = (m + m.T) / 2
-  m32 = sym.astype(jnp.float32)
-  d2 = squared_distance_matrix(audio, text, m32)
-  na = jnp.linalg.norm(audio, axis=1)
-  nt = jnp.linalg.norm(text, axis=1)
-  finite = jnp.all(jnp.isfinite(m)) & jnp.all(jnp.isfinite(na)) & jnp.all(jnp.isfinite(nt))
-  if bound == "worst_case":
-    gamma = (d + 8) * u / (1.0 - (d + 8) * u) + 4 * u
-    mu = jnp.max(jnp.sum(jnp.abs(sym), axis=1))  # >= ||M||_2
-    kappa = jnp.zeros([], jnp.float64)
-    # + the rounding of the inputs to float32: |d2(rounded) - d2| <= 3.01 u mu (|a| + |t|)^2.
-    coef = 1.01 * 3.0 * gamma * mu + 3.01 * u * mu
-  else:  # mu: a scale only, the calibrated kappa absorbs how far it is from ||M||_2
-    mu = jnp.max(jnp.linalg.norm(sym, axis=0))
-    p = jnp.dot(a_sample, sym, precision=_HIGHEST)
-    q = jnp.dot(t_sample, sym, precision=_HIGHEST)
-    exact = (
-      jnp.sum(p * a_sample, axis=1)[:, None]
-      + jnp.sum(q * t_sample, axis=1)[None, :]
-      - 2.0 * jnp.dot(a_sample, q.T, precision=_HIGHEST)
-    )
-    unit = 3.0 * math.sqrt(d) * u * mu * (na[rows][:, None] + nt[cols][None, :]) ** 2
-    error = jnp.abs(d2[rows][:, cols].astype(jnp.float64) - exact)
-    kappa = jnp.maximum(KAPPA_FLOOR, CALIBRATION_MARGIN * jnp.max(error / unit))
-    coef = kappa * 3.0 * math.sqrt(d) * u * mu
-  return {"d2": d2, "na": na, "nt": nt, "sym": sym, "finite": finite, "kappa": kappa, "coef": coef}
-
-
-# The counts run as two programs of their own: fused into one program with the matrix
-# product or with each other, XLA's CPU code for them is slower (WORKSPACE.md, Benchmarks).
-
-
-@jax.jit
-def _count_t2a(d2, na, nt, coef, c2c):
-  """T2A: caption j queries the clips; its target is clip c2c[j] (not counted).
-
-  Returns (sure, uncertain) int32 [Nc] and the uncertain interval (lo, hi) [Nc]; the
-  band of entry (i, j), coef (na_i + nt_j)^2, is bounded per query by the largest na.
-  """
-  coef = coef.astype(jnp.float32)
-  band = lambda x, y: coef * (x + y) ** 2
-  tgt = d2[c2c, jnp.arange(d2.shape[1], dtype=jnp.int32)]
-  width = band(na[c2c], nt) + band(jnp.max(na), nt)
-  lo, hi = tgt - width, tgt + width
-  both = jnp.sum(_below_and_upto(d2, lo[None, :], hi[None, :]), axis=0, dtype=jnp.int32)
-  return both & 0xFFFF, (both >> 16) - (both & 0xFFFF) - 1, lo, hi
-
-
-@jax.jit
-def _count_a2t(d2, na, nt, coef, table, valid):
-  """A2T: clip i queries the captions; targets table[i, k]; its own captions not counted.
-
-  Returns (sure, uncertain) int32 [N, K] (0 where not valid) and the intervals (lo, hi)
-  [N, K]; the band is bounded per query by the largest nt.
-  """
-  coef = coef.astype(jnp.float32)
-  band = lambda x, y: coef * (x + y) ** 2
-  t = jnp.take_along_axis(d2, table, axis=1)  # [N, K]
-  width = band(na[:, None], nt[table]) + band(na, jnp.max(nt))[:, None]
-  lo, hi = t - width, t + width
-  both = jax.lax.map(
-    lambda lh: jnp.sum(
-      _below_and_upto(d2, lh[0][:, None], lh[1][:, None]), axis=1, dtype=jnp.int32
-    ),
-    (lo.T, hi.T),
-  ).T
-  below, upto = both & 0xFFFF, both >> 16
-  own = valid[:, None, :]  # [N, 1, K'] the clip's own captions, counted above
-  below = below - jnp.sum(own & (t[:, None, :] < lo[:, :, None]), axis=-1, dtype=jnp.int32)
-  upto = upto - jnp.sum(own & (t[:, None, :] <= hi[:, :, None]), axis=-1, dtype=jnp.int32)
-  return jnp.where(valid, below, 0), jnp.where(valid, upto - below, 0), lo, hi
 
 
 def _distinct_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -277,21 +147,34 @@ def _device32(x: np.ndarray) -> jax.Array:
     return jnp.asarray(x)
 
 
-def _fallback(audio, text, m64, c2c, table, valid, counts, kappa) -> DistanceRanks:
+def _fallback(audio, text, m64, c2c, table, valid, counts, kappa, max_elements) -> DistanceRanks:
   t2a, a2t = _float64_ranks(
-    np.asarray(audio, np.float64), np.asarray(text, np.float64), m64, c2c, table, valid
+    np.asarray(audio, np.float64), np.asarray(text, np.float64), m64, c2c, table, valid,
+    max_elements,
   )
   return DistanceRanks(t2a, a2t, counts, 0, True, kappa)
 
 
-def _float64_ranks(audio64, text64, m64, c2c, table, valid):
-  """Fallback: the whole float64 [N, Nc] matrix, then the vectorised numpy ranks."""
+def _float64_ranks(audio64, text64, m64, c2c, table, valid, max_elements):
+  """Fallback: the float64 [N, Nc] squared distances (in tiles of at most ``max_elements``
+  when larger), then the vectorised numpy ranks."""
   p = audio64 @ m64
   alpha = np.einsum("id,id->i", p, audio64)
   beta = np.einsum("jd,jd->j", text64 @ m64, text64)
-  d2 = alpha[:, None] + beta[None, :] - 2.0 * (p @ text64.T)
-  t2a = relevant_ranks(-d2.T, c2c[:, None], np.ones((c2c.size, 1), bool))[:, 0]
-  return t2a, relevant_ranks(-d2, table, valid)
+  d2_of = lambda rows, cols: alpha[rows, None] + beta[None, cols] - 2.0 * (p[rows] @ text64[cols].T)
+  n, nc = alpha.size, beta.size
+  if n * nc <= max_elements:
+    d2 = d2_of(slice(None), slice(None))
+    t2a = relevant_ranks(-d2.T, c2c[:, None], np.ones((nc, 1), bool))[:, 0]
+    return t2a, relevant_ranks(-d2, table, valid)
+  t2a = np.empty(nc, np.int64)
+  for lo, hi in distance_filter.spans(nc, n, max_elements):
+    d2 = d2_of(slice(None), slice(lo, hi))
+    t2a[lo:hi] = relevant_ranks(-d2.T, c2c[lo:hi, None], np.ones((hi - lo, 1), bool))[:, 0]
+  a2t = np.empty(table.shape, np.int64)
+  for lo, hi in distance_filter.spans(n, nc, max_elements):
+    a2t[lo:hi] = relevant_ranks(-d2_of(slice(lo, hi), slice(None)), table[lo:hi], valid[lo:hi])
+  return t2a, a2t
 
 
 def _sample_index(size: int, count: int) -> np.ndarray:
@@ -306,6 +189,7 @@ def distance_ranks(
   *,
   bound: str = "statistical",
   max_refine_fraction: float = MAX_REFINE_FRACTION,
+  max_matrix_elements: int = MAX_MATRIX_ELEMENTS,
 ) -> DistanceRanks:
   """T2A and A2T ranks by the Mahalanobis distance, equal to the float64 ranks.
 
@@ -317,12 +201,18 @@ def distance_ranks(
     bound: "statistical" or "worst_case" (module docstring).
     max_refine_fraction: compute the whole float64 matrix instead when refining
       would cost more than this fraction of it (0: always).
+    max_matrix_elements: distances held at once; a larger [Nclips, Nc] matrix is
+      processed in tiles (each computed twice: once per direction).
 
   Returns:
     :class:`DistanceRanks`.
   """
   if bound not in BOUNDS:
     raise ValueError(f"distance_ranks: bound must be one of {BOUNDS}, got {bound!r}")
+  if max_matrix_elements < 1:
+    raise ValueError(
+      f"distance_ranks: max_matrix_elements must be >= 1, got {max_matrix_elements}"
+    )
   audio, text = np.asarray(audio), np.asarray(text)
   m_in = np.asarray(metric_matrix)
   if audio.ndim != 2 or text.ndim != 2 or audio.shape[1] != text.shape[1]:
@@ -337,72 +227,107 @@ def distance_ranks(
   table, valid, counts = captioned_clip_table(c2c, n, "distance_ranks")
   a64 = lambda idx: np.asarray(audio[idx], np.float64)  # float64 rows, when needed
   t64 = lambda idx: np.asarray(text[idx], np.float64)
-  if max(n, nc) >= 1 << 16 or max_refine_fraction <= 0:  # (counts packed in 16 bits)
+  fallback = lambda m64, kappa: _fallback(
+    audio, text, m64, c2c, table, valid, counts, kappa, max_matrix_elements
+  )
+  if max_refine_fraction <= 0:
     if not np.isfinite(m_in).all():
       raise ValueError("distance_ranks: metric_matrix has NaN or inf")
     m64 = np.asarray(m_in, np.float64)
-    return _fallback(audio, text, (m64 + m64.T) / 2, c2c, table, valid, counts, 0.0)
+    return fallback((m64 + m64.T) / 2, 0.0)
 
-  rows, cols = _sample_index(n, CALIBRATION_SAMPLE), _sample_index(nc, CALIBRATION_SAMPLE)
   with jax.enable_x64(True):
-    out = _filter(
-      _device32(audio),
-      _device32(text),
-      jnp.asarray(m_in, jnp.float64),
-      a64(rows),
-      t64(cols),
-      jnp.asarray(rows, jnp.int32),
-      jnp.asarray(cols, jnp.int32),
-      bound=bound,
+    prep = distance_filter.prepare(
+      _device32(audio), _device32(text), jnp.asarray(m_in, jnp.float64), bound=bound
     )
-    t2a_out = _count_t2a(out["d2"], out["na"], out["nt"], out["coef"], jnp.asarray(c2c, jnp.int32))
-    a2t_out = _count_a2t(
-      out["d2"],
-      out["na"],
-      out["nt"],
-      out["coef"],
-      jnp.asarray(table, jnp.int32),
-      jnp.asarray(valid),
-    )
-  if not bool(out["finite"]):
-    raise ValueError(
-      "distance_ranks: audio, text or metric_matrix has NaN or inf (or values beyond float32)"
-    )
-  kappa = float(out["kappa"])
-  m64 = out["sym"]
-  t2a_sure, t2a_unsure, t2a_lo, t2a_hi = (np.asarray(x) for x in t2a_out)
-  a2t_sure, a2t_unsure, a2t_lo, a2t_hi = (np.asarray(x) for x in a2t_out)
-  d2 = out["d2"]
+    if not bool(prep["finite"]):
+      raise ValueError(
+        "distance_ranks: audio, text or metric_matrix has NaN or inf (or values beyond float32)"
+      )
+    tiles = distance_filter.Tiles(prep["left"], prep["right"], max_matrix_elements)
+    na, nt = prep["na"], prep["nt"]
+    if bound == "worst_case":
+      kappa, coef = 0.0, prep["coef"]
+    else:  # on a sample of the first column tile (the whole matrix when it fits)
+      rows = _sample_index(n, CALIBRATION_SAMPLE)
+      cols = _sample_index(tiles.width, CALIBRATION_SAMPLE)
+      kappa, coef = distance_filter.calibrate(
+        tiles.columns(0), jnp.asarray(rows, jnp.int32), jnp.asarray(cols, jnp.int32),
+        a64(rows), t64(cols), prep["sym"], na[rows], nt[cols], prep["mu"],
+      )
+      kappa = float(kappa)
+  m64 = np.asarray(prep["sym"])
   full_cost = d * d * (n + nc) + d * n * nc
-  if 2 * d * (int(t2a_unsure.sum()) + int(a2t_unsure.sum())) > max_refine_fraction * full_cost:
-    return _fallback(audio, text, np.asarray(m64), c2c, table, valid, counts, kappa)
+  max_unsure = max_refine_fraction * full_cost / (2 * d)
+  unsure = 0
 
-  # The uncertain comparisons (read from the float32 matrix, queries with any only).
-  d2 = np.asarray(d2)
-  times_m = _Float64Products(m64)
-  cols = np.flatnonzero(t2a_unsure)
-  sub = d2[:, cols]
-  ti, pos = np.nonzero(
-    (sub >= t2a_lo[cols]) & (sub <= t2a_hi[cols]) & (np.arange(n)[:, None] != c2c[cols])
-  )
-  tj = cols[pos]  # T2A: (clip ti, caption tj) against (c2c[tj], tj)
-  rows, ks = np.nonzero(a2t_unsure)  # (clip, target) pairs with uncertain captions
-  sub = d2[rows]
-  r, aj = np.nonzero(
-    (sub >= a2t_lo[rows, ks][:, None])
-    & (sub <= a2t_hi[rows, ks][:, None])
-    & (c2c[None, :] != rows[:, None])
-  )
-  aq, ak = rows[r], ks[r]  # A2T: (clip aq, caption aj) against (aq, table[aq, ak])
+  # T2A, by column tiles: counts, then the uncertain comparisons (ti, tj) against (c2c[tj], tj).
+  t2a = np.ones(nc, np.int64)  # the caption's own clip counts itself
+  width = tiles.width
+  padded_width = width * len(tiles.col_spans)
+  nt_p = distance_filter.padded(nt, padded_width)
+  c2c_p = distance_filter.padded(c2c, padded_width)
+  found_t: list[tuple[np.ndarray, np.ndarray]] = []
+  for lo, hi in tiles.col_spans:
+    d2 = tiles.columns(lo)
+    with jax.enable_x64(True):
+      out = distance_filter.count_t2a(
+        d2, na, nt_p[lo : lo + width], coef, jnp.asarray(c2c_p[lo : lo + width], jnp.int32),
+        packed=n < distance_filter.PACKED_COUNT_LIMIT,
+      )
+    sure, u, t_lo, t_hi = (np.asarray(x)[: hi - lo] for x in out)
+    t2a[lo:hi] += sure
+    unsure += int(u.sum())
+    if unsure > max_unsure:  # a collapsed model: everything ties
+      return fallback(m64, kappa)
+    cols = np.flatnonzero(u)
+    if cols.size:
+      sub = np.asarray(d2)[:, cols]
+      ti, pos = np.nonzero(
+        (sub >= t_lo[cols]) & (sub <= t_hi[cols]) & (np.arange(n)[:, None] != c2c[lo + cols])
+      )
+      found_t.append((ti, lo + cols[pos]))
+
+  # A2T, by row tiles: (clip aq, caption aj) against (aq, table[aq, ak]).
+  a2t_count = np.zeros(table.shape, np.int64)
+  height = tiles.height
+  na_p = distance_filter.padded(na, height * len(tiles.row_spans))
+  table_p = distance_filter.padded(table, height * len(tiles.row_spans))
+  valid_p = distance_filter.padded(valid, height * len(tiles.row_spans))
+  found_a: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+  for lo, hi in tiles.row_spans:
+    d2 = tiles.rows(lo)
+    with jax.enable_x64(True):
+      out = distance_filter.count_a2t(
+        d2, na_p[lo : lo + height], nt, coef, jnp.asarray(table_p[lo : lo + height], jnp.int32),
+        jnp.asarray(valid_p[lo : lo + height]), packed=nc < distance_filter.PACKED_COUNT_LIMIT,
+      )
+    sure, u, a_lo, a_hi = (np.asarray(x)[: hi - lo] for x in out)
+    a2t_count[lo:hi] = sure
+    unsure += int(u.sum())
+    if unsure > max_unsure:
+      return fallback(m64, kappa)
+    rows, ks = np.nonzero(u)
+    if rows.size:
+      sub = np.asarray(d2)[rows]
+      r, aj = np.nonzero(
+        (sub >= a_lo[rows, ks][:, None])
+        & (sub <= a_hi[rows, ks][:, None])
+        & (c2c[None, :] != (lo + rows)[:, None])
+      )
+      found_a.append((lo + rows[r], ks[r], aj))
+
+  empty = np.zeros(0, np.int64)
+  ti, tj = (np.concatenate(x) for x in zip(*found_t)) if found_t else (empty, empty)
+  aq, ak, aj = (np.concatenate(x) for x in zip(*found_a)) if found_a else (empty,) * 3
   at = table[aq, ak]
   clips = np.unique(np.concatenate([ti, c2c[tj]]))
   caps = np.unique(np.concatenate([aj, at]))
   refine_cost = d * d * (clips.size + caps.size) + 2 * d * (ti.size + aq.size)
   if refine_cost > max_refine_fraction * full_cost:
-    return _fallback(audio, text, np.asarray(m64), c2c, table, valid, counts, kappa)
+    return fallback(m64, kappa)
 
-  t2a = 1 + t2a_sure.astype(np.int64)  # the caption's own clip counts itself
-  a2t_count = a2t_sure.astype(np.int64)
+  times_m = _Float64Products(prep["sym"])
   if ti.size:  # alpha_i - 2 a_i M t_j <= alpha_g - 2 a_g M t_j ?
     a_c = a64(clips)
     p = times_m(a_c)

@@ -12,7 +12,8 @@ from tqdm.auto import tqdm
 
 from mltm_jax import metric as metric_lib
 from mltm_jax.config import Config
-from mltm_jax.evaluation.distance_ranks import distance_metrics, squared_distance_matrix
+from mltm_jax.evaluation.distance_filter import squared_distance_matrix
+from mltm_jax.evaluation.distance_ranks import distance_metrics
 from mltm_jax.evaluation.plan_ranking import RANK_BY_CHOICES, sinkhorn_log_plans_both
 from mltm_jax.evaluation.retrieval import modality_gap, split_metrics
 
@@ -97,7 +98,7 @@ def metric_matrix64(kind: str, metric_params: Any, dim: int) -> np.ndarray:
 def cost_matrix(audio, text, metric_params: Any, kind: str) -> jax.Array:
   """[N, Nc] distances c_M in the inputs' dtype (float64 under jax x64 with float64 inputs).
 
-  Full M: :func:`mltm_jax.evaluation.distance_ranks.squared_distance_matrix` (t^T M t
+  Full M: :func:`mltm_jax.evaluation.distance_filter.squared_distance_matrix` (t^T M t
   over M's upper block triangle, 0.84x the multiply-adds); other kinds:
   :func:`mltm_jax.metric.mahalanobis`.
   """
