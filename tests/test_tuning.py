@@ -5,7 +5,6 @@ import json
 import re
 from pathlib import Path
 
-import pytest
 
 from mltm_jax.config import Config
 from mltm_jax.experiments import tuning

@@ -18,7 +18,6 @@ import dataclasses
 from typing import Any, Callable, Iterator
 
 import jax
-import numpy as np
 
 from mltm_jax.data.pipeline import PairSampler, Split, crop_batch, crop_mel_batch, host_slice
 

@@ -7,7 +7,7 @@ pairs whatever the number of devices or hosts). Batch-norm statistics are global
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp

@@ -8,7 +8,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from mltm_jax.data.clotho import ROLE_SPLITS, SPLIT_ROLES
+from mltm_jax.data.clotho import SPLIT_ROLES
 from mltm_jax.data.prepare.clotho import read_clotho
 from mltm_jax.data.prepare.common import Listing
 from mltm_jax.synthcaps import MARKER, ensure_synthcaps
