@@ -6,12 +6,13 @@ Loss (D = 512, eps 0.05, the loss benchmark's inputs and stopping rules): ours b
 default solver (ott) and the native one, the official-style torch + POT reference, for
 B = 64 ... 4096. Evaluation by distance (D = 1024, the eval benchmark's inputs, one caption
 per clip so the matrix is N x N): ours (``distance_ranks``) and the numpy reference loop,
-for N = 1k ... 16k clips. A reference size whose previous size took longer than
-``--ref_max_s`` per call is skipped (its time would only grow), so the big sizes are ours
-only. Each point: median of ``--runs`` calls after one warm-up call (the reference: 1 call
-above 10 s). Writes ``scaling.json`` (every point) and two log-log plots, ``loss.png`` and
-``eval.png``, with the exponent k of a least-squares fit time ~ size^k over each series'
-upper half (where the leading term dominates).
+for N = 1k ... 100k clips (in tiles above 16k clips: the matrix is never whole in memory).
+A reference size whose previous size took longer than ``--ref_max_s`` per call is
+skipped (its time would only grow), so the big sizes are ours only. Each point: median of
+``--runs`` calls after one warm-up call (1 call when the warm-up took over 10 s). Writes
+``scaling.json`` (every point) and two log-log plots, ``loss.png`` and ``eval.png``, with the
+exponent k of a least-squares fit time ~ size^k over each series' upper half (where the
+leading term dominates).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ _RUNS = flags.DEFINE_integer("runs", 5, "Timed calls per point (ours).")
 
 LOSS_D, EVAL_D = 512, 1024
 LOSS_B = (64, 128, 256, 512, 1024, 2048, 4096)
-EVAL_N = (1000, 2000, 4000, 8000, 16000)
+EVAL_N = (1000, 2000, 4000, 8000, 16000, 32000, 64000, 100000)
 QUICK_LOSS_B, QUICK_EVAL_N = (64, 128, 256, 512), (500, 1000, 2000)
 
 
@@ -52,7 +53,11 @@ def _report(head: str, series: dict[str, list], size: int) -> None:
 
 
 def _time(fn, runs: int) -> float:
-  timing, _ = time_call(fn, runs=runs, warmup=1)
+  """Median of ``runs`` calls after a warm-up call; one call when the warm-up took > 10 s."""
+  warm, _ = time_call(fn, runs=1, warmup=0)
+  if warm.median_s > 10.0:
+    runs = 1
+  timing, _ = time_call(fn, runs=runs, warmup=0)
   return timing.median_s
 
 

@@ -53,7 +53,9 @@ def upgrade_saved(raw: dict[str, Any]) -> dict[str, Any]:
 
   Runs written before --ot_solver applied to partial OT hold ot_solver='ott' with
   ot='partial'; they ran the native solver (the only partial one), which this records.
+  Runs written before --metric_learning_rate existed ran one Adam rate for everything (0).
   """
+  raw = {"metric_learning_rate": 0.0, **raw}
   if raw.get("ot") == "partial" and raw.get("ot_solver") == "ott":
     return {**raw, "ot_solver": PARTIAL_OT_SOLVERS[0]}
   return raw
@@ -187,9 +189,10 @@ class Config:
   )
   learning_rate: float = _f(1e-3, "Adam learning rate.")
   metric_learning_rate: float = _f(
-    0.0,
+    5e-5,
     "Adam learning rate of the metric M alone (own Adam, same warm-up and decay shape); 0 = "
-    "--learning_rate for everything (the official single rate).",
+    "--learning_rate for everything (the official single rate). Default: the rate the tuning "
+    "protocol selected for full and diagonal M (WORKSPACE.md).",
   )
   text_learning_rate: float = _f(
     0.0,

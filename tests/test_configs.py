@@ -185,3 +185,22 @@ def test_ot_solver_auto_picks_the_solver_each_variant_has():
   # runs saved when partial OT always ran natively whatever ot_solver said
   assert upgrade_saved({"ot": "partial", "ot_solver": "ott"})["ot_solver"] == "native"
   assert upgrade_saved({"ot": "partial", "ot_solver": "auto"})["ot_solver"] == "auto"
+
+
+def test_runs_saved_before_the_metric_rate_keep_their_single_rate_optimizer(tmp_path):
+  import jax
+  import jax.numpy as jnp
+
+  from mltm_jax.train.state import make_optimizer
+
+  saved = json.loads(Config(metric="diagonal").to_json())
+  del saved["metric_learning_rate"]  # a config.json written before the flag existed
+  (tmp_path / "config.json").write_text(json.dumps(saved))
+  old = Config.from_json(tmp_path / "config.json")
+  assert old.metric_learning_rate == 0.0 and Config().metric_learning_rate == 5e-5
+  params = {"metric": {"diag": jnp.ones(4)}, "audio": {"w": jnp.ones(3)}}
+  single = jax.tree.structure(make_optimizer(Config(metric_learning_rate=0.0)).init(params))
+  assert jax.tree.structure(make_optimizer(old).init(params)) == single
+  assert jax.tree.structure(make_optimizer(Config()).init(params)) != single
+  # the runner sees the same: an old cell keeps its key under a grid that pins 0
+  assert old == Config(metric="diagonal", metric_learning_rate=0.0)
