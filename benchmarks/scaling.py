@@ -161,7 +161,9 @@ def main(argv: list[str]) -> None:
   )
   (out / "scaling.json").write_text(json.dumps(doc, indent=2) + "\n")
   for part in ("loss", "eval"):
-    print(part, {k: (None if v is None else round(v, 2)) for k, v in doc[part]["exponents"].items()})
+    print(
+      part, {k: (None if v is None else round(v, 2)) for k, v in doc[part]["exponents"].items()}
+    )
 
 
 if __name__ == "__main__":

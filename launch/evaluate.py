@@ -23,7 +23,10 @@ from mltm_jax.config import DATASETS
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory written by launch.train.")
 _SPLIT = flags.DEFINE_enum(
-  "split", "test", ["train", "val", "test", "heldout"], "Split to evaluate (heldout: SynthCaps only)."
+  "split",
+  "test",
+  ["train", "val", "test", "heldout"],
+  "Split to evaluate (heldout: SynthCaps only).",
 )
 _RANK_BY = flags.DEFINE_enum(
   "rank_by",

@@ -142,7 +142,9 @@ def _tuning(out: Path, command: str, commit: str) -> None:
     for _, _, cells in grid.methods:
       for cell in cells:
         print(f"{cell.name:28s} " + " ".join(f"--{k}={v}" for k, v in cell.overrides))
-    print(f"stage 1: {sum(len(c) for _, _, c in grid.methods)} configurations x seed {grid.seeds[0]}")
+    print(
+      f"stage 1: {sum(len(c) for _, _, c in grid.methods)} configurations x seed {grid.seeds[0]}"
+    )
     return
   if not _OUT.value:
     fail("--out is required")

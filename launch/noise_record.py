@@ -47,7 +47,9 @@ def main(argv):
   _, record = corrupt_pairs(train, cfg.noise_p, cfg.seed)
   digest = pairs_digest(record["pairs"])
   stored = run_dir.read_json(RECORD) or {}
-  want = stored.get("pairs_sha256") or (pairs_digest(stored["pairs"]) if "pairs" in stored else None)
+  want = stored.get("pairs_sha256") or (
+    pairs_digest(stored["pairs"]) if "pairs" in stored else None
+  )
   out = Path(_OUT.value) if _OUT.value else run_dir.path / "noisy_pairs.full.json"
   out.write_text(json.dumps(record, indent=1, ensure_ascii=False), encoding="utf-8")
   print(f"{record['num_shuffled']} pairs shuffled ({record['num_mismatched']} mismatched); {out}")

@@ -2,7 +2,8 @@
 
   python -m launch.prepare --dataset=clotho --src=downloads/clotho --out=data/prepared/clotho \
       [--sample_rate=32000 | --config=configs/clotho_mltm.flags] [--workers=8]
-  python -m launch.prepare --dataset=audiocaps --src=downloads/audiocaps --out=data/prepared/audiocaps
+  python -m launch.prepare --dataset=audiocaps --src=downloads/audiocaps \
+      --out=data/prepared/audiocaps
   python -m launch.prepare --dataset=esc50 --src=downloads/ESC-50-master --out=data/prepared/esc50
   python -m launch.prepare --dataset=csv --src=my_data/captions.csv --out=data/prepared/mine
   python -m launch.prepare --dataset=synthcaps --src=data/synthcaps --out=data/prepared/synthcaps

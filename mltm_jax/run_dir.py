@@ -69,7 +69,9 @@ class RunDir:
     new = json.loads(cfg.to_json())
     if self.config_file.is_file():
       old = json.loads(self.config_file.read_text())
-      changed = sorted(k for k in new if old.get(k) != new[k] and k not in ("num_steps", "progress"))
+      changed = sorted(
+        k for k in new if old.get(k) != new[k] and k not in ("num_steps", "progress")
+      )
       if changed:
         logging.warning("resuming %s with changed flags: %s", self.path, ", ".join(changed))
     self.config_file.write_text(cfg.to_json())
@@ -91,9 +93,11 @@ class RunDir:
     if kind not in CHECKPOINT_KINDS:
       raise ValueError(f"checkpoint must be 'best' or 'latest', got {kind!r}")
     root = self.checkpoints / kind
-    steps = [int(p.name) for p in root.iterdir() if p.is_dir() and p.name.isdigit()] if (
-      root.is_dir()
-    ) else []
+    steps = (
+      [int(p.name) for p in root.iterdir() if p.is_dir() and p.name.isdigit()]
+      if (root.is_dir())
+      else []
+    )
     return sorted(steps, reverse=True)
 
   def restore_variables(self, target: dict, kind: str = "best") -> Any:

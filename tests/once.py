@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Callable, Iterator
 
+
 def shared_dir(tmp_path_factory) -> Path:
   """The folder every pytest process of this run sees."""
   base = tmp_path_factory.getbasetemp()
@@ -35,8 +36,8 @@ def exclusive(lock_file: Path) -> Iterator[None]:
 
 def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
   """shared_dir/name, built by ``build(path)`` (which creates ``path``) by the first process
-  that asks (its marker, ``name.built`` beside it, is written after ``build`` returns); a build
-that raised is removed and retried by the next caller."""
+    that asks (its marker, ``name.built`` beside it, is written after ``build`` returns); a build
+  that raised is removed and retried by the next caller."""
   root = shared_dir(tmp_path_factory)
   out, done = root / name, root / f"{name}.built"
   with exclusive(root / f"{name}.lock"):

@@ -67,9 +67,7 @@ def prepared(tmp_path_factory, tiny_synthcaps) -> dict:
         "--shard_size=12",
         "--noprogress",
       ),
-      "evaluate": _cli(
-        "launch.evaluate", f"--workdir={run}", "--split=test", "--rank_by=distance"
-      ),
+      "evaluate": _cli("launch.evaluate", f"--workdir={run}", "--split=test", "--rank_by=distance"),
     }
     for name, proc in procs.items():
       stdout, stderr = proc.communicate(timeout=300)

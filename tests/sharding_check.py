@@ -1,8 +1,9 @@
 """Run under XLA_FLAGS=--xla_force_host_platform_device_count=8 (see test_sharding.py).
 
-``python -m tests.sharding_check LOSS,OT [LOSS,OT ...]``: for each variant, two SGD train steps (lr 1: the first step's change is the gradient) of the same state and GLOBAL batch on a 1-device mesh and on an
-8-device mesh; prints (one JSON line per variant) the max abs differences of losses, params and
-batch stats.
+``python -m tests.sharding_check LOSS,OT [LOSS,OT ...]``: for each variant, two SGD train steps (lr
+1: the first step's change is the gradient) of the same state and GLOBAL batch on a 1-device mesh
+and on an 8-device mesh; prints (one JSON line per variant) the max abs differences of losses,
+params and batch stats.
 """
 
 import json

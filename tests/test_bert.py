@@ -152,7 +152,7 @@ def test_config_from_json_ignores_unknown_keys():
     BertConfig.from_json({**raw, "hidden_act": "swish_v9"})
 
 
-# ----------------------------------------------------------------------------- tiny random checkpoints
+# ------------------------------------------------------------------- tiny random checkpoints
 
 TINY = dict(
   vocab_size=99,
@@ -166,7 +166,7 @@ TINY = dict(
 
 
 def _randomize(model: "torch.nn.Module", seed: int) -> None:
-  """Random weights everywhere (biases and LayerNorm too, unlike HF's init) so every tensor matters."""
+  """Random weights everywhere (biases, LayerNorm too, unlike HF's init): every tensor matters."""
   gen = torch.Generator().manual_seed(seed)
   with torch.no_grad():
     for name, p in model.named_parameters():

@@ -2,7 +2,6 @@
 references: np.load of the shards, librosa.resample, librosa's log-mel of each clip, and the
 sampler's original per-clip loop."""
 
-
 import librosa
 import numpy as np
 import pytest

@@ -26,7 +26,8 @@ def root(tmp_path):
     _wav(r / "development" / name)
   rows = [
     'a.wav,A dog barks.,  A dog barks loudly.  ,Dogs bark.,A dog is barking.,Barking.',
-    '"b, with comma.wav","Rain falls, then thunder.",Rain.,Rain falls.,Thunder rolls.,Rain and thunder.',
+    '"b, with comma.wav","Rain falls, then thunder.",Rain.,Rain falls.,Thunder rolls.,'
+    "Rain and thunder.",
     "missing.wav,Wind blows.,Wind.,Wind howls.,A gust.,Breeze.",
     "empty_caps.wav,,  , ,,",
     "partial.wav,Birds sing.,,   ,Birds chirp.,",

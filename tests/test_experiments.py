@@ -261,7 +261,9 @@ def test_prune_keeps_results_and_bad_input_is_one_line(tmp_path):
   prune_run(d)  # not finished: nothing is deleted
   assert (d / "checkpoints").is_dir()
   (d / "final_metrics.json").write_text("{}")
-  pairs = [{"clip": "a.wav", "slot": 0, "caption_index": 3, "caption": "x", "caption_from": "b.wav"}]
+  pairs = [
+    {"clip": "a.wav", "slot": 0, "caption_index": 3, "caption": "x", "caption_from": "b.wav"}
+  ]
   record = {"noise_p": 0.2, "seed": 1, "num_pairs": 10, "num_shuffled": 2, "num_mismatched": 1}
   (d / "noisy_pairs.json").write_text(json.dumps({**record, "pairs": pairs}))
   prune_run(d)
@@ -356,8 +358,13 @@ def test_chance_r10_against_a_shuffled_ranking_and_failed_runs_are_invalid():
 
   def final(r1, r10):
     d = {"R@1": r1, "R@5": r1, "R@10": r10, "mAP@10": r1, "R@50": 90.0, "medR": 5, "meanR": 9}
-    return {"t2a": d, "a2t": dict(d), "rank_by": "distance", "modality_gap": 0.1,
-            "by_plan": {"t2a": dict(d), "a2t": dict(d)}}
+    return {
+      "t2a": d,
+      "a2t": dict(d),
+      "rank_by": "distance",
+      "modality_gap": 0.1,
+      "by_plan": {"t2a": dict(d), "a2t": dict(d)},
+    }
 
   finals = {c: {1997: final(40.0, 80.0)} for c in cells}
   finals["triplet"] = {1997: final(3.0, 2 * chance_r10(32)["t2a"] - 1)}  # collapsed

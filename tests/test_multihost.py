@@ -58,8 +58,15 @@ def runs(tiny_synthcaps, tmp_path_factory, shared):
   port = free_port()
   procs = [
     subprocess.Popen(
-      [sys.executable, "-m", "tests.reads_driver", *flags(two),
-       f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}"],
+      [
+        sys.executable,
+        "-m",
+        "tests.reads_driver",
+        *flags(two),
+        f"--coordinator_address=127.0.0.1:{port}",
+        "--num_processes=2",
+        f"--process_id={i}",
+      ],
       cwd=REPO,
       env=shared.env(MLTM_READS_OUT=str(base / f"reads{i}.json")),
       stdout=subprocess.PIPE,

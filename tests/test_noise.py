@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def clean_split(num_clips: int = 60) -> Split:
-  """Clips with 5 captions, every 4th with 1 (AudioCaps train style); caption text names its clip."""
+  """Clips with 5 captions, every 4th with 1 (AudioCaps train style); a caption names its clip."""
   captions, c2c, clip_caps = [], [], []
   for c in range(num_clips):
     k = 1 if c % 4 == 3 else 5
@@ -167,7 +167,10 @@ def test_compacted_record_is_rebuilt_from_data_p_and_seed(tiny_synthcaps, tmp_pa
   (tmp_path / "run" / RECORD).write_text(json.dumps(compact))
   res = subprocess.run(
     [sys.executable, "-m", "launch.noise_record", f"--workdir={tmp_path / 'run'}"],
-    cwd=REPO, capture_output=True, text=True, timeout=300,
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=300,
   )
   assert res.returncode == 0, res.stderr[-2000:]
   assert "digest matches" in res.stdout
@@ -176,6 +179,9 @@ def test_compacted_record_is_rebuilt_from_data_p_and_seed(tiny_synthcaps, tmp_pa
   (tmp_path / "run" / RECORD).write_text(json.dumps({**compact, "pairs_sha256": "0" * 64}))
   res = subprocess.run(
     [sys.executable, "-m", "launch.noise_record", f"--workdir={tmp_path / 'run'}"],
-    cwd=REPO, capture_output=True, text=True, timeout=300,
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=300,
   )
   assert res.returncode == 1 and "MISMATCH" in res.stdout

@@ -22,8 +22,13 @@ def _params(dim: int = 4) -> dict:
 
 def test_metric_has_its_own_rate_and_schedule():
   cfg = Config(
-    metric="diagonal", learning_rate=1e-3, metric_learning_rate=1e-5, grad_clip=0.0,
-    num_steps=10, lr_decay_steps=2, lr_decay_factor=0.5,
+    metric="diagonal",
+    learning_rate=1e-3,
+    metric_learning_rate=1e-5,
+    grad_clip=0.0,
+    num_steps=10,
+    lr_decay_steps=2,
+    lr_decay_factor=0.5,
   )
   params = _params()
   grads = jax.tree.map(lambda x: -jnp.ones_like(x), params)  # Adam's first steps: lr * sign
@@ -62,8 +67,12 @@ def test_fine_tuned_text_encoder_has_its_own_rate():
   params["text"] = {"encoder": {"w": jnp.zeros((5,))}, "head": {"w": jnp.zeros((2,))}}
   grads = jax.tree.map(lambda x: -jnp.ones_like(x), params)
   cfg = Config(
-    metric="diagonal", learning_rate=1e-3, metric_learning_rate=1e-5, text_learning_rate=5e-5,
-    freeze_text=False, grad_clip=0.0,
+    metric="diagonal",
+    learning_rate=1e-3,
+    metric_learning_rate=1e-5,
+    text_learning_rate=5e-5,
+    freeze_text=False,
+    grad_clip=0.0,
   )
   tx = make_optimizer(cfg)
   updates, _ = tx.update(grads, tx.init(params), params)

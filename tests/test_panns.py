@@ -2,8 +2,8 @@
 
 Reference: the three architectures written in PyTorch from the PANNs description (Kong et al.
 2020) in benchmarks/references/torch_panns.py, with PANNs' module names so that their state
-dicts look like the released checkpoints. Random weights and batch-norm statistics go through the converter into our Flax
-models, which must reproduce the PyTorch outputs.
+dicts look like the released checkpoints. Random weights and batch-norm statistics go through the
+converter into our Flax models, which must reproduce the PyTorch outputs.
 """
 
 import os

@@ -428,7 +428,12 @@ def test_distance_ranks_in_tiles_equal_float64_brute_force(bound, monkeypatch):
   for elements in (23 * 115, 23 * 40, 1):  # whole; tiles of 40 columns / 8 rows; 1 x 1
     for fraction in (1.0, 0.0):  # refine / the float64 fallback
       r = distance_ranks(
-        audio, text, c2c, m, bound=bound, max_refine_fraction=fraction,
+        audio,
+        text,
+        c2c,
+        m,
+        bound=bound,
+        max_refine_fraction=fraction,
         max_matrix_elements=elements,
       )
       assert r.fallback == (fraction == 0.0 or r.fallback)

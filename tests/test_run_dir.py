@@ -23,9 +23,7 @@ def _config(workdir) -> Config:
 def _per_module_optimizer() -> optax.GradientTransformation:
   """Another optimizer structure: a learning rate per parameter group (multi_transform)."""
   labels = lambda params: {k: ("towers" if k in ("audio", "text") else "rest") for k in params}
-  return optax.multi_transform(
-    {"towers": optax.adam(1e-4), "rest": optax.sgd(1e-3)}, labels
-  )
+  return optax.multi_transform({"towers": optax.adam(1e-4), "rest": optax.sgd(1e-3)}, labels)
 
 
 def _written_run(tmp_path):
@@ -84,7 +82,5 @@ def test_config_round_trip_and_flagfile(tmp_path):
   rd = RunDir(cfg.workdir)
   rd.write_config(cfg)
   assert rd.config() == cfg
-  flags = dict(
-    line[2:].split("=", 1) for line in rd.flags_file.read_text().splitlines() if line
-  )
+  flags = dict(line[2:].split("=", 1) for line in rd.flags_file.read_text().splitlines() if line)
   assert flags["eps"] == "0.03" and flags["loss"] == "contrastive"

@@ -51,7 +51,9 @@ def test_tiny_search_benchmark_rows(tmp_path):
   for r in (ann, clustered):
     share = r["nprobe"] / 64  # TINY nlist
     rows_scanned = r["params"]["N"] * share + 64
-    assert r["flops"] == pytest.approx(2.0 * r["params"]["queries"] * rows_scanned * r["params"]["D"])
+    assert r["flops"] == pytest.approx(
+      2.0 * r["params"]["queries"] * rows_scanned * r["params"]["D"]
+    )
 
 
 def test_tiny_search_latency_row(tmp_path):
@@ -75,3 +77,7 @@ def test_tiny_search_latency_row(tmp_path):
   assert 0 < row["p50_s"] <= row["p99_s"] and 0 < row["ref_p50_s"] <= row["ref_p99_s"]
   assert abs(row["ratio"] - row["ref_s"] / row["ours_s"]) <= 1e-9 * row["ratio"]
   assert row["ours_s"] == row["p50_s"] and row["ratio"] > 1.0  # batch 1 beats batch 256
+  # the limit column: one query's encoder matmuls + gallery scan at the probed peaks
+  assert row["flops"] > 2 * row["params"]["N"] * row["params"]["r"] and row["work_model"]
+  assert row["limit_fraction"] == pytest.approx(row["limit_s"] / row["ours_s"], rel=1e-9)
+  assert 0 < row["limit_fraction"] < 1.6, row

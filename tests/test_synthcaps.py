@@ -340,7 +340,8 @@ _CONTRA = {
   (
     "count",
     "once",
-  ): r"\b(twice|two|three|thrice|repeated|repeatedly|over and over|many|several|series|string of)\b",
+  ): r"\b(twice|two|three|thrice|repeated|repeatedly|over and over|many|several|series|"
+  r"string of)\b",
   (
     "count",
     "twice",

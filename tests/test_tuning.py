@@ -90,8 +90,11 @@ def test_selection_on_validation_and_the_later_stages(tmp_path):
   assert stage2.seeds == (1998, 1999) and [c.name for c in stage2.cells] == list(picked.values())
   stage3 = grid.stage3(picked)
   names = [c.name for c in stage3.cells]
-  assert names == [f"{k}__t4__noise{p:g}" for k in ("contrastive", "mltm_full", "mltm_partial")
-                   for p in (0.2, 0.4, 0.6)]
+  assert names == [
+    f"{k}__t4__noise{p:g}"
+    for k in ("contrastive", "mltm_full", "mltm_partial")
+    for p in (0.2, 0.4, 0.6)
+  ]
   for c in stage3.cells:
     base = dict(grid.cell(c.name.split("__noise")[0]).overrides)
     assert dict(c.overrides) == {**base, "noise_p": float(c.name.rsplit("noise", 1)[1])}
@@ -117,8 +120,14 @@ def test_report_tables_and_verdicts_per_split(tmp_path):
         test, held = r1[key] if sel else (5.0, 5.0)
         r10 = 1.0 if key == "triplet" else 80.0  # triplet failed: R@10 below 2 x chance
         step = 600 if (sel and key == "ranking") else 300
-        _write_run(tmp_path, c.name, seed, 200.0 if sel else 100.0, step,
-                   _final(test + seed - 1998, held + seed - 1998, r10))
+        _write_run(
+          tmp_path,
+          c.name,
+          seed,
+          200.0 if sel else 100.0,
+          step,
+          _final(test + seed - 1998, held + seed - 1998, r10),
+        )
   path = write_tuning_report(grid, tmp_path, "cmd", "abc", "today")
   text = path.read_text()
   assert "Best validation step before the last step in 53 of 54 finished tuning runs." in text
@@ -166,7 +175,11 @@ def test_regime_stage_and_its_report_section(tmp_path):
     for seed in grid.seeds:
       _write_run(tmp_path, c.name, seed, 150.0, 250, _final(r1, r1 - 10))
   text = write_tuning_report(grid, tmp_path, "cmd", "abc", "today").read_text()
-  section = text[text.index("## 6."):]
+  section = text[text.index("## 6.") :]
   assert "| m-LTM, Mahalanobis full | 52.0 ± 0.0 |" in section
-  row = next(l for l in section.splitlines() if l.startswith("| m-LTM, Mahalanobis full vs InfoNCE | heldout"))
+  row = next(
+    l
+    for l in section.splitlines()
+    if l.startswith("| m-LTM, Mahalanobis full vs InfoNCE | heldout")
+  )
   assert row.endswith("| holds |") and "42.0 vs 40.0 (+2.0)" in row

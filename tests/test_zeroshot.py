@@ -1,5 +1,6 @@
 """Zero-shot classification: metrics against numpy brute force and POT's Sinkhorn plan, the
-ESC-50 loader (release layout == prepared form), and launch.zeroshot on the small trained run of test_train."""
+ESC-50 loader (release layout == prepared form), and launch.zeroshot on the small trained run of
+test_train."""
 
 from __future__ import annotations
 

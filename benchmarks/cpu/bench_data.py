@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 from absl import flags
 
+from benchmarks.roofline import Work
 from benchmarks.timing import Row, Settings, Timing
 
 SIZES = (5_000, 50_000)
@@ -59,8 +60,13 @@ def write_dataset(root: Path, n: int, seconds: float, seed: int = 0) -> None:
 
   root.mkdir(parents=True, exist_ok=True)
   length = int(seconds * SAMPLE_RATE)
-  info = {"format_version": FORMAT_VERSION, "dataset": "bench", "sample_rate": SAMPLE_RATE,
-          "dtype": "int16", "shard_size": SHARD}
+  info = {
+    "format_version": FORMAT_VERSION,
+    "dataset": "bench",
+    "sample_rate": SAMPLE_RATE,
+    "dtype": "int16",
+    "shard_size": SHARD,
+  }
   (root / INFO).write_text(json.dumps(info))
   rng = np.random.default_rng(seed)
   items_file = items_path(root, "train")
@@ -72,14 +78,26 @@ def write_dataset(root: Path, n: int, seconds: float, seed: int = 0) -> None:
       np.save(npy, rng.integers(-3000, 3000, size=count * length, dtype=np.int16))
       for j in range(count):
         i = k * SHARD + j
-        item = {"id": f"clip{i:06d}", "file": f"clip{i:06d}.wav", "split": "train",
-                "captions": [f"sound number {i} with a {('dog', 'bell', 'car')[i % 3]}"],
-                "duration": seconds, "num_samples": length, "shard": k, "offset": j * length,
-                "scale": 1.0 / 3000, "notes": []}
+        item = {
+          "id": f"clip{i:06d}",
+          "file": f"clip{i:06d}.wav",
+          "split": "train",
+          "captions": [f"sound number {i} with a {('dog', 'bell', 'car')[i % 3]}"],
+          "duration": seconds,
+          "num_samples": length,
+          "shard": k,
+          "offset": j * length,
+          "scale": 1.0 / 3000,
+          "notes": [],
+        }
         f.write(json.dumps(item) + "\n")
       rec.write_text(json.dumps({"items": count}))
-  summary = {"format_version": FORMAT_VERSION, "dataset": "bench", "sample_rate": SAMPLE_RATE,
-             "splits": {"train": {"clips": n, "skipped": 0}}}
+  summary = {
+    "format_version": FORMAT_VERSION,
+    "dataset": "bench",
+    "sample_rate": SAMPLE_RATE,
+    "splits": {"train": {"clips": n, "skipped": 0}},
+  }
   (root / SUMMARY).write_text(json.dumps(summary))
 
 
@@ -94,9 +112,10 @@ def view_dataset(src: Path, dst: Path, n: int) -> None:
   for k in range(shards):
     for ext in (".npy", ".json"):
       (dst / "train" / f"shard-{k:05d}{ext}").symlink_to(src / "train" / f"shard-{k:05d}{ext}")
-  with open(items_path(src, "train"), encoding="utf-8") as f, open(
-    items_path(dst, "train"), "w", encoding="utf-8"
-  ) as g:
+  with (
+    open(items_path(src, "train"), encoding="utf-8") as f,
+    open(items_path(dst, "train"), "w", encoding="utf-8") as g,
+  ):
     for _, line in zip(range(n), f):
       g.write(line)
 
@@ -155,8 +174,16 @@ def child(root: Path, side: str, seconds: float, batch: int, steps: int) -> dict
 
 
 def _run_child(root: Path, side: str, seconds: float, batch: int, steps: int) -> dict:
-  cmd = [sys.executable, "-m", "benchmarks.cpu.bench_data", f"--root={root}", f"--side={side}",
-         f"--seconds={seconds}", f"--batch={batch}", f"--steps={steps}"]
+  cmd = [
+    sys.executable,
+    "-m",
+    "benchmarks.cpu.bench_data",
+    f"--root={root}",
+    f"--side={side}",
+    f"--seconds={seconds}",
+    f"--batch={batch}",
+    f"--steps={steps}",
+  ]
   res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=3600)
   if res.returncode != 0:
     raise RuntimeError(f"bench_data child failed:\n{res.stderr[-3000:]}")
@@ -198,14 +225,22 @@ def run(settings: Settings) -> list[Row]:
     if n == small:
       reft = Timing(batch / ref["clips_per_s"], ref["step_s_min"], ref["step_s_max"], steps - 1)
       extra.update(ref_rss_peak_mb=ref["rss_peak_mb"], ref_clips_per_s=ref["clips_per_s"])
-      cells = (f"{r['rss_peak_mb']:.0f} MB, {r['clips_per_s']:.0f} clips/s",
-               f"{ref['rss_peak_mb']:.0f} MB, {ref['clips_per_s']:.0f} clips/s (in memory)")
+      cells = (
+        f"{r['rss_peak_mb']:.0f} MB, {r['clips_per_s']:.0f} clips/s",
+        f"{ref['rss_peak_mb']:.0f} MB, {ref['clips_per_s']:.0f} clips/s (in memory)",
+      )
     else:
       reft = ours
       cells = (f"{r['rss_peak_mb']:.0f} MB, {r['clips_per_s']:.0f} clips/s", "(needs N x 640 KB)")
     big = results[max(sizes)]["rss_peak_mb"]
     flat = big <= 1.25 * results[small]["rss_peak_mb"] + 256
-    rows.append(Row("data", params, ours, reft, agree=flat, extra=extra, cells=cells))
+    samples = batch * int(seconds * SAMPLE_RATE)
+    work = Work(
+      flops=float(samples),
+      bytes=samples * (2 + 4),
+      model="per batch: each int16 sample read once, converted (1 op), written once as float32",
+    )
+    rows.append(Row("data", params, ours, reft, agree=flat, extra=extra, cells=cells, work=work))
   return rows
 
 

@@ -30,6 +30,7 @@ import types
 
 import numpy as np
 
+from benchmarks.roofline import Work
 from benchmarks.timing import Row, Settings, Timing, fmt_seconds
 
 N, QUERIES, REF_QUERIES = 10_000, 300, 20
@@ -210,4 +211,20 @@ def run(settings: Settings) -> list[Row]:
     f"p50 {fmt_seconds(ref_t.median_s)}, p99 {fmt_seconds(p99(ref_times))}",
   )
   agree = max(gaps) <= 1e-5 and after_warm_up == 0
-  return [Row("search_latency", params, ours_t, ref_t, agree, extra, cells)]
+  work = query_work(r.model.encoder.params, statistics.median(widths), gallery)
+  return [Row("search_latency", params, ours_t, ref_t, agree, extra, cells, work=work)]
+
+
+def query_work(encoder_params, tokens: float, gallery: np.ndarray) -> Work:
+  """One query: the text encoder's matrix products at the median token width (2 x its
+  non-embedding parameters x tokens; the lookups are not counted) and the exact scan of the
+  gallery (2 N r); bytes: the encoder's dense weights and the gallery read once."""
+  import jax
+
+  flat = jax.tree_util.tree_flatten_with_path(encoder_params)[0]
+  dense = sum(x.size for path, x in flat if "embeddings" not in jax.tree_util.keystr(path))
+  return Work(
+    flops=2.0 * dense * tokens + 2.0 * gallery.size,
+    bytes=4.0 * dense + gallery.nbytes,
+    model="encoder matmuls at the median width + gallery scan; bytes: dense weights + gallery",
+  )

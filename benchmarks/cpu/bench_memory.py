@@ -6,9 +6,9 @@ benchmarks.cpu.bench_memory --side=ours|torch --batch=B``) builds the demo step 
 step, compiled ahead of time; torch: the reference step), records the resident set
 (``baseline``: runtime, weights, batch; ours compiled), resets the kernel's high-water mark
 (``/proc/self/clear_refs``), runs 1 + ``STEPS`` steps (the first allocates the step's
-buffers, caches and optimizer state) and reads the peak (``VmHWM``). Reported per B: peak RSS, and the
-step's own share, peak - baseline; for ours also XLA's buffer assignment of the compiled
-step (``compiled.memory_analysis()``: temporaries + arguments + outputs - aliased).
+buffers, caches and optimizer state) and reads the peak (``VmHWM``). Reported per B: peak RSS, and
+the step's own share, peak - baseline; for ours also XLA's buffer assignment of the compiled step
+(``compiled.memory_analysis()``: temporaries + arguments + outputs - aliased).
 
 The largest batch that fits ``RAM_BYTES`` (24 GB) is extrapolated from the measured
 peaks by a least-squares fit peak(B) = a + b B + c B^2 (activations grow like B, the
@@ -181,9 +181,8 @@ def _run(settings: Settings) -> list[Row]:
       if "error" in r:
         params[key] = f"failed: {r['error']}"
         continue
-      params[key] = (
-        f"peak {r['peak_bytes'] / MB:.0f} MB (step {(r['peak_bytes'] - r['baseline_bytes']) / MB:.0f} MB)"
-      )
+      step_mb = (r["peak_bytes"] - r["baseline_bytes"]) / MB
+      params[key] = f"peak {r['peak_bytes'] / MB:.0f} MB (step {step_mb:.0f} MB)"
     good = ok(side)
     fit = max_batch([r["batch"] for r in good], [r["peak_bytes"] for r in good])
     params[f"{side}_max_batch_24GB"] = f"~{fit} (extrapolated)" if fit else "n/a"

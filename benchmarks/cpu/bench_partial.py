@@ -105,7 +105,11 @@ def run(settings: Settings) -> list[Row]:
   agree = max(gaps) <= LOSS_ATOL and grad_err <= GRAD_RTOL
   cost_flops = xla_flops(cost_only_fn(), ju, jv, jm, jnp.ones((b, b), jnp.float32))
   work = loss_work(
-    cost_flops, b, cycles, (ju, jv, jm), per_iteration=18.0,
+    cost_flops,
+    b,
+    cycles,
+    (ju, jv, jm),
+    per_iteration=18.0,
     iteration_model="per cycle 3 projections of the [B, B] plan (2 B^2 each forward, 4 B^2"
     " backward)",
   )

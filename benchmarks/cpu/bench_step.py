@@ -22,8 +22,9 @@ losses of two consecutive steps (the initial loss, and the loss after one update
 checks gradients, clipping, Adam and the projection) are within 1e-4. Rows report samples/s
 (B / median step seconds) ours/torch; ratio = torch s / ours s. Ours and torch are timed
 alternately; torch is also timed on one thread (``torch_1_thread_samples_s``: on the
-shared 2-core machine, torch's two OpenMP threads degrade badly under load). ``--tiny``: the small model of tests/sharding_check.py at B = 8, without
-dropout and SpecAugment, torch on one thread (a test of the plumbing).
+shared 2-core machine, torch's two OpenMP threads degrade badly under load). ``--tiny``: the small
+model of tests/sharding_check.py at B = 8, without dropout and SpecAugment, torch on one thread (a
+test of the plumbing).
 """
 
 from __future__ import annotations

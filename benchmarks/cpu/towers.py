@@ -41,8 +41,9 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-from benchmarks.timing import Row, Settings
 from benchmarks.references.torch_panns import RefPanns, panns_state_dict
+from benchmarks.roofline import Work, array_bytes, xla_flops
+from benchmarks.timing import Row, Settings
 from mltm_jax.models.bert import BertEncoder, pool_text
 from mltm_jax.models.hf_bert import load_bert_checkpoint
 from mltm_jax.models.panns import PANNS_MODELS
@@ -83,7 +84,18 @@ def _rel_error(y, y64) -> float:
   return float(np.max(np.abs(np.asarray(y, np.float64) - y64)) / np.max(np.abs(y64)))
 
 
-def _row(name, shape, batch, ours_t, ref_t, outs, grads, ref_grads, truth) -> Row:
+def tower_work(grad_fn, params, *inputs) -> Work:
+  """XLA's operation count of the compiled forward + backward; bytes: the parameters read,
+  their gradients written, the inputs read."""
+  leaves = jax.tree.leaves(params)
+  return Work(
+    flops=xla_flops(grad_fn, params, *inputs),
+    bytes=2 * array_bytes(*leaves) + array_bytes(*(jnp.asarray(x) for x in inputs)),
+    model="XLA cost analysis of the jitted forward + backward; bytes: params + grads + inputs",
+  )
+
+
+def _row(name, shape, batch, ours_t, ref_t, outs, grads, ref_grads, truth, work=None) -> Row:
   """outs: (ours, torch float32, torch float64) outputs; grads likewise, truth = float64."""
   ours_sps, ref_sps = batch / ours_t.median_s, batch / ref_t.median_s
   ours_err, ref_err = _grad_error(grads, truth), _grad_error(ref_grads, truth)
@@ -98,7 +110,7 @@ def _row(name, shape, batch, ours_t, ref_t, outs, grads, ref_grads, truth) -> Ro
     "runs": f"{ours_t.runs}/{ref_t.runs}",
   }
   agree = ours_out <= FACTOR * ref_out + OUT_SLACK and ours_err <= FACTOR * ref_err + GRAD_SLACK
-  return Row(name, params, ours_t, ref_t, agree)
+  return Row(name, params, ours_t, ref_t, agree, work=work)
 
 
 def _float64_run(model: torch.nn.Module, call) -> tuple[np.ndarray, dict[str, torch.Tensor]]:
@@ -170,7 +182,8 @@ def audio_row(settings: Settings) -> Row:
   truth = to_ours(grads64)
   outs = (np.asarray(ours_emb), ref_emb.detach().numpy(), emb64)
   shape = f"{arch} mel[{batch},{frames},{MELS}]"
-  return _row("towers_audio", shape, batch, ours_t, ref_t, outs, ours_grads, ref_grads, truth)
+  work = tower_work(grad_fn, params, x)
+  return _row("towers_audio", shape, batch, ours_t, ref_t, outs, ours_grads, ref_grads, truth, work)
 
 
 # ----------------------------------------------------------------------------- text
@@ -244,7 +257,8 @@ def text_row(settings: Settings) -> Row:
   truth = to_ours(grads64)
   outs = (np.asarray(ours_cls), ref_cls.detach().numpy(), cls64)
   shape = f"bert {bert_cfg.num_hidden_layers}x{bert_cfg.hidden_size} tokens[{batch},{length}]"
-  return _row("towers_text", shape, batch, ours_t, ref_t, outs, ours_grads, ref_grads, truth)
+  work = tower_work(grad_fn, params)
+  return _row("towers_text", shape, batch, ours_t, ref_t, outs, ours_grads, ref_grads, truth, work)
 
 
 def run(settings: Settings) -> list[Row]:

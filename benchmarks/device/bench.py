@@ -50,9 +50,10 @@ y64| / max|y64| ours/torch, ``grad_err`` the largest over parameters of max|g - 
 ``agree`` when ours <= 2 x torch + slack (as benchmarks/cpu/towers.py). steps: the losses of two
 consecutive steps from the same weights (the second checks gradients, clipping, Adam and the
 projection), ours/torch, ``agree`` when within 1e-4. ``agree`` is judged on fp32 rows only
-(null on bf16 / tf32 rows, whose errors are reported). Timing: two untimed calls (compilation, autotuning), then >= 10
-timed calls, each synchronised (``jax.block_until_ready`` / ``torch.cuda.synchronize``);
-median, min, max; ``first_call_s`` = the first call (our compile time included).
+(null on bf16 / tf32 rows, whose errors are reported). Timing: two untimed calls (compilation,
+autotuning), then >= 10 timed calls, each synchronised (``jax.block_until_ready`` /
+``torch.cuda.synchronize``); median, min, max; ``first_call_s`` = the first call (our compile time
+included).
 
 Output: ``--out`` (default $OUT/device_bench.json, or device_bench.json) rewritten after every
 row; a table on stdout at the end. ``--tiny``: toy shapes on CPU (Cnn10, a 2-layer BERT of width
@@ -165,7 +166,8 @@ def run(tiny: bool, out: Path, sections=SECTIONS, budget_s: float = 290.0, rows=
   unknown = sorted(set(rows or ()) - {p.label for p in plans})
   if unknown:
     raise ValueError(
-      f"--rows: unknown row(s) {', '.join(unknown)}; choose from {', '.join(p.label for p in plans)}"
+      f"--rows: unknown row(s) {', '.join(unknown)}; "
+      f"choose from {', '.join(p.label for p in plans)}"
     )
   if tiny:  # toy tensors on a shared CPU: one torch thread
     torch.set_num_threads(1)

@@ -4,8 +4,8 @@
 `mltm_jax.models.bert.BertEmbeddings` ("gather": take, scatter-add gradient; "onehot_types":
 token types by a one-hot matrix product; "onehot": words too) and batch (128, then 32), one jitted
 value_and_grad of sum([CLS] * probe) over BERT-base (random weights, [B, 32] tokens, varied
-lengths, dropout off), in bfloat16 compute; at B=128 also float32 for gather and the fastest bf16 lookup.
-Median of 10 synchronised calls after 2 warm-ups; JSON written after every row. Ours only
+lengths, dropout off), in bfloat16 compute; at B=128 also float32 for gather and the fastest bf16
+lookup. Median of 10 synchronised calls after 2 warm-ups; JSON written after every row. Ours only
 (the torch reference is `benchmarks.device.bench`'s towers_text row,
 `benchmarks.device.towers.TextTower`).
 """

@@ -103,8 +103,7 @@ class ClipStore:
     return i, start, size
 
   def read(self, i: int, start: int = 0, size: int | None = None) -> np.ndarray:
-    """float32 [min(size, length - start)]: a window of clip ``i`` (the whole clip by default).
-    """
+    """float32 [min(size, length - start)]: a window of clip ``i`` (the whole clip by default)."""
     return np.asarray(self._read_window(*self._checked_window(i, start, size)), np.float32)
 
   def __getitem__(self, i: int) -> np.ndarray:

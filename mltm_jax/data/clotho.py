@@ -33,7 +33,12 @@ __all__ = [
 SPLITS = ("development", "validation", "evaluation", "heldout")
 # Clotho's split names <-> the roles every other layout uses (the prepared format's names).
 # "heldout" is SynthCaps' extra split (mltm_jax.synthcaps.heldout); Clotho has none.
-SPLIT_ROLES = {"development": "train", "validation": "val", "evaluation": "test", "heldout": "heldout"}
+SPLIT_ROLES = {
+  "development": "train",
+  "validation": "val",
+  "evaluation": "test",
+  "heldout": "heldout",
+}
 OPTIONAL_SPLITS = ("heldout",)  # left out silently where its CSV is absent
 ROLE_SPLITS = {role: split for split, role in SPLIT_ROLES.items()}
 

@@ -19,7 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["NOISE_STREAM", "RECORD", "apply_noise", "compact_record", "corrupt_pairs", "pairs_digest"]
+__all__ = [
+  "NOISE_STREAM",
+  "RECORD",
+  "apply_noise",
+  "compact_record",
+  "corrupt_pairs",
+  "pairs_digest",
+]
 
 NOISE_STREAM = 0x6E6F6973  # "nois": the noise draw's own random stream
 RECORD = "noisy_pairs.json"

@@ -97,8 +97,7 @@ def read_items(root: str | os.PathLike, split: str) -> list[dict]:
 
 
 def iter_items(root: str | os.PathLike, split: str):
-  """The item records of one split, one at a time (as read_items, without holding them all).
-  """
+  """The item records of one split, one at a time (as read_items, without holding them all)."""
   summary = read_summary(root)
   path = items_path(root, split)
   if split not in summary.get("splits", {}) or not path.is_file():

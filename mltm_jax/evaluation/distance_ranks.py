@@ -149,7 +149,12 @@ def _device32(x: np.ndarray) -> jax.Array:
 
 def _fallback(audio, text, m64, c2c, table, valid, counts, kappa, max_elements) -> DistanceRanks:
   t2a, a2t = _float64_ranks(
-    np.asarray(audio, np.float64), np.asarray(text, np.float64), m64, c2c, table, valid,
+    np.asarray(audio, np.float64),
+    np.asarray(text, np.float64),
+    m64,
+    c2c,
+    table,
+    valid,
     max_elements,
   )
   return DistanceRanks(t2a, a2t, counts, 0, True, kappa)
@@ -210,9 +215,7 @@ def distance_ranks(
   if bound not in BOUNDS:
     raise ValueError(f"distance_ranks: bound must be one of {BOUNDS}, got {bound!r}")
   if max_matrix_elements < 1:
-    raise ValueError(
-      f"distance_ranks: max_matrix_elements must be >= 1, got {max_matrix_elements}"
-    )
+    raise ValueError(f"distance_ranks: max_matrix_elements must be >= 1, got {max_matrix_elements}")
   audio, text = np.asarray(audio), np.asarray(text)
   m_in = np.asarray(metric_matrix)
   if audio.ndim != 2 or text.ndim != 2 or audio.shape[1] != text.shape[1]:
@@ -252,8 +255,15 @@ def distance_ranks(
       rows = _sample_index(n, CALIBRATION_SAMPLE)
       cols = _sample_index(tiles.width, CALIBRATION_SAMPLE)
       kappa, coef = distance_filter.calibrate(
-        tiles.columns(0), jnp.asarray(rows, jnp.int32), jnp.asarray(cols, jnp.int32),
-        a64(rows), t64(cols), prep["sym"], na[rows], nt[cols], prep["mu"],
+        tiles.columns(0),
+        jnp.asarray(rows, jnp.int32),
+        jnp.asarray(cols, jnp.int32),
+        a64(rows),
+        t64(cols),
+        prep["sym"],
+        na[rows],
+        nt[cols],
+        prep["mu"],
       )
       kappa = float(kappa)
   m64 = np.asarray(prep["sym"])
@@ -272,7 +282,11 @@ def distance_ranks(
     d2 = tiles.columns(lo)
     with jax.enable_x64(True):
       out = distance_filter.count_t2a(
-        d2, na, nt_p[lo : lo + width], coef, jnp.asarray(c2c_p[lo : lo + width], jnp.int32),
+        d2,
+        na,
+        nt_p[lo : lo + width],
+        coef,
+        jnp.asarray(c2c_p[lo : lo + width], jnp.int32),
         packed=n < distance_filter.PACKED_COUNT_LIMIT,
       )
     sure, u, t_lo, t_hi = (np.asarray(x)[: hi - lo] for x in out)
@@ -299,8 +313,13 @@ def distance_ranks(
     d2 = tiles.rows(lo)
     with jax.enable_x64(True):
       out = distance_filter.count_a2t(
-        d2, na_p[lo : lo + height], nt, coef, jnp.asarray(table_p[lo : lo + height], jnp.int32),
-        jnp.asarray(valid_p[lo : lo + height]), packed=nc < distance_filter.PACKED_COUNT_LIMIT,
+        d2,
+        na_p[lo : lo + height],
+        nt,
+        coef,
+        jnp.asarray(table_p[lo : lo + height], jnp.int32),
+        jnp.asarray(valid_p[lo : lo + height]),
+        packed=nc < distance_filter.PACKED_COUNT_LIMIT,
       )
     sure, u, a_lo, a_hi = (np.asarray(x)[: hi - lo] for x in out)
     a2t_count[lo:hi] = sure

@@ -5,8 +5,9 @@ method, the configuration with the best validation score (R@1 + R@5 + R@10 of bo
 directions at the best validation step; the test and held-out splits are never looked at).
 Stage 2 trains each selected configuration with the other seeds; stage 3 trains the selected
 configurations of the noise methods on noisy training pairs; stage 4 trains InfoNCE's and
-m-LTM's (M = I, diagonal, full) in the paper's regime, the text encoder fine-tuned. The test and held-out numbers
-of the report come from stages 2 and 3 (and the selected stage-1 run, the first seed).
+m-LTM's (M = I, diagonal, full) in the paper's regime, the text encoder fine-tuned. The test and
+held-out numbers of the report come from stages 2 and 3 (and the selected stage-1 run, the first
+seed).
 
   grid = tuning_grid("small")
   stage1 = grid.stage1()                      # claims.Grid: every configuration, first seed

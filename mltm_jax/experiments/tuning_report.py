@@ -140,8 +140,11 @@ def claims_rows(grid, views: dict[str, Results], picked: dict[str, str], fails) 
     ca, cb = picked[a], picked[b]
     for split, res in views.items():
       texts, nums = _r1_diffs(res, ca, cb)
-      bad = [f"{grid.label(k)} failed ({fails[split][c]})" for k, c in ((a, ca), (b, cb))
-             if c in fails[split]]
+      bad = [
+        f"{grid.label(k)} failed ({fails[split][c]})"
+        for k, c in ((a, ca), (b, cb))
+        if c in fails[split]
+      ]
       verdict = "invalid: " + "; ".join(bad) if bad else _verdict(nums)
       paired = _agreeing(paired_r1_diffs(res, ca, cb))
       rows.append([claim, f"{grid.label(a)} vs {grid.label(b)}", split, *texts, paired, verdict])

@@ -24,10 +24,7 @@ __all__ = [
 
 def _check_square(x: jax.Array, fn: str, name: str) -> None:
   if x.ndim != 2 or x.shape[0] != x.shape[1] or x.shape[0] < 1:
-    raise ValueError(
-      f"{fn}: {name} must be a non-empty square"
-      f" [B, B] matrix, got shape {x.shape}"
-    )
+    raise ValueError(f"{fn}: {name} must be a non-empty square [B, B] matrix, got shape {x.shape}")
 
 
 def _hinge_violations(sim: jax.Array, margin: float) -> tuple[jax.Array, jax.Array]:

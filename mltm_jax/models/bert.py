@@ -53,7 +53,8 @@ class BertConfig:
   def __post_init__(self) -> None:
     if self.hidden_act not in _ACTIVATIONS:
       raise ValueError(
-        f"BertConfig.hidden_act={self.hidden_act!r} not supported; use one of {sorted(_ACTIVATIONS)}"
+        f"BertConfig.hidden_act={self.hidden_act!r} not supported; "
+        f"use one of {sorted(_ACTIVATIONS)}"
       )
     if self.hidden_size % self.num_attention_heads != 0:
       raise ValueError(

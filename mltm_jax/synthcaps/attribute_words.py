@@ -12,6 +12,7 @@ from typing import NamedTuple, Sequence
 from mltm_jax.synthcaps.source_spec import H, L, M
 from mltm_jax.synthcaps.words import choice
 
+
 class Alt(NamedTuple):
   """Alternative phrasings of one meaning: ``seen`` by every split, ``held`` only by the
   held-out split (which uses ``held`` alone wherever it is not empty)."""

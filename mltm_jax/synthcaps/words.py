@@ -73,4 +73,3 @@ def join_advs(rng, advs: Sequence[str], first: str | None = None) -> str:
       parts.append(first)
   parts.extend(multi)
   return " ".join(parts)
-

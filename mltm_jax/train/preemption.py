@@ -144,9 +144,7 @@ def quiesce(timeout: float = 10.0) -> list[str]:
   deadline = time.monotonic() + timeout
   while True:
     busy = [
-      t
-      for t in threading.enumerate()
-      if t is not me and t.daemon and t.is_alive() and not _idle(t)
+      t for t in threading.enumerate() if t is not me and t.daemon and t.is_alive() and not _idle(t)
     ]
     if not busy or time.monotonic() >= deadline:
       break

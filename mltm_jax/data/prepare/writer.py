@@ -275,7 +275,8 @@ def write_prepared(
       old = dataset
     if old != dataset:
       raise ValueError(
-        f"{out} holds prepared {old!r} data; refusing to write {dataset!r} into it (use another --out)"
+        f"{out} holds prepared {old!r} data; refusing to write {dataset!r} into it "
+        "(use another --out)"
       )
   (out / SUMMARY).unlink(missing_ok=True)  # incomplete until the end
   _write_json_atomic(
