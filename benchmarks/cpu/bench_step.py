@@ -3,7 +3,8 @@
 The demo step (``Config()`` defaults): the temporal_cnn audio tower on precomputed log-mels
 [B, 251, 64] and the frozen text encoder's cached features [B, 384] -> projection heads ->
 full-M m-LTM loss (cost / max, eps 0.05, balanced Sinkhorn) -> gradient-norm clipping 2.0
--> Adam (lr 1e-3) -> PSD projection of M (eigh). Dropout 0.2 and SpecAugment on.
+-> Adam (lr 1e-3; M at --metric_learning_rate) -> PSD projection of M (eigh). Dropout 0.2 and
+SpecAugment on.
 
 Ours: ``mltm_jax.train.step.make_train_step`` (one XLA program, state donated, steps
 chained as in training), with the BLAS thread limit a training run sets
@@ -54,7 +55,12 @@ class TorchStep:
 
   def __init__(self, cfg: Config, model: TorchDemoModel, stop_thr: float = POT_STOP_THR):
     self.cfg, self.model, self.stop_thr = cfg, model, stop_thr
-    self.opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+    # M has its own rate when --metric_learning_rate > 0 (optax.multi_transform in ours).
+    rest = [p for p in model.parameters() if p is not model.metric]
+    metric_lr = cfg.metric_learning_rate or cfg.learning_rate
+    self.opt = torch.optim.Adam(
+      [{"params": rest}, {"params": [model.metric], "lr": metric_lr}], lr=cfg.learning_rate
+    )
     self.iterations = 0
 
   def __call__(self, mel: torch.Tensor, text: torch.Tensor) -> float:

@@ -37,7 +37,13 @@ class TorchTrainStep:
   def __init__(self, env: Env, cfg, model, params, forward, mode: str):
     self.env, self.cfg, self.model, self.params = env, cfg, model, list(params)
     self.forward, self.mode = forward, mode
-    self.opt = torch.optim.Adam(self.params, lr=cfg.learning_rate)
+    # M has its own rate when --metric_learning_rate > 0 (optax.multi_transform in ours).
+    rest = [p for p in self.params if p is not model.metric]
+    metric = [p for p in self.params if p is model.metric]
+    metric_lr = cfg.metric_learning_rate or cfg.learning_rate
+    self.opt = torch.optim.Adam(
+      [{"params": rest}, {"params": metric, "lr": metric_lr}], lr=cfg.learning_rate
+    )
     self.iterations = 0
 
   def __call__(self) -> torch.Tensor:
