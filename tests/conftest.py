@@ -4,14 +4,6 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-# librosa's numba kernels (peak picking, local minima: onset_detect, yin) are compiled with
-# cache=True into site-packages; two pytest processes of a fresh virtualenv writing that cache
-# at once crashed one of them (segfault inside numba's gufunc call, clean-clone CI 2026-12-06).
-# Each process gets a cache of its own (read by numba when it is first imported).
-if "NUMBA_CACHE_DIR" not in os.environ:
-  import tempfile
-
-  os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="mltm-numba-")
 
 import pytest  # noqa: E402
 
