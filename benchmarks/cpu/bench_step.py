@@ -44,7 +44,12 @@ from benchmarks.cpu.demo_step import (
 from benchmarks.roofline import Work, array_bytes, xla_flops
 from benchmarks.timing import Row, Settings, blas_threads
 from benchmarks.references.torch_demo import TorchDemoModel, load_from_flax
-from benchmarks.references.torch_loss import POT_STOP_THR, official_loss, project_psd_
+from benchmarks.references.torch_loss import (
+  POT_STOP_THR,
+  adam_with_metric_rate,
+  official_loss,
+  project_psd_,
+)
 from mltm_jax.config import Config
 
 LOSS_ATOL = 1e-4
@@ -55,12 +60,7 @@ class TorchStep:
 
   def __init__(self, cfg: Config, model: TorchDemoModel, stop_thr: float = POT_STOP_THR):
     self.cfg, self.model, self.stop_thr = cfg, model, stop_thr
-    # M has its own rate when --metric_learning_rate > 0 (optax.multi_transform in ours).
-    rest = [p for p in model.parameters() if p is not model.metric]
-    metric_lr = cfg.metric_learning_rate or cfg.learning_rate
-    self.opt = torch.optim.Adam(
-      [{"params": rest}, {"params": [model.metric], "lr": metric_lr}], lr=cfg.learning_rate
-    )
+    self.opt = adam_with_metric_rate(model.parameters(), model.metric, cfg)
     self.iterations = 0
 
   def __call__(self, mel: torch.Tensor, text: torch.Tensor) -> float:

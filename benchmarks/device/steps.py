@@ -23,7 +23,7 @@ import torch
 
 from benchmarks.device.common import Env, jax_sync, timed, timing_cells, to_numpy
 from benchmarks.references.torch_demo import TorchDemoModel, TorchHead, load_from_flax
-from benchmarks.references.torch_loss import official_loss, project_psd_
+from benchmarks.references.torch_loss import adam_with_metric_rate, official_loss, project_psd_
 from benchmarks.references.torch_sinkhorn import torch_sinkhorn
 
 STEP_ATOL = 1e-4  # fp32 rows; the others report their gap
@@ -37,13 +37,7 @@ class TorchTrainStep:
   def __init__(self, env: Env, cfg, model, params, forward, mode: str):
     self.env, self.cfg, self.model, self.params = env, cfg, model, list(params)
     self.forward, self.mode = forward, mode
-    # M has its own rate when --metric_learning_rate > 0 (optax.multi_transform in ours).
-    rest = [p for p in self.params if p is not model.metric]
-    metric = [p for p in self.params if p is model.metric]
-    metric_lr = cfg.metric_learning_rate or cfg.learning_rate
-    self.opt = torch.optim.Adam(
-      [{"params": rest}, {"params": metric, "lr": metric_lr}], lr=cfg.learning_rate
-    )
+    self.opt = adam_with_metric_rate(self.params, model.metric, cfg)
     self.iterations = 0
 
   def __call__(self) -> torch.Tensor:

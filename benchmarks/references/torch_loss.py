@@ -60,3 +60,13 @@ def project_psd_(m: torch.Tensor) -> None:
   with torch.no_grad():
     w, v = torch.linalg.eigh((m + m.T) / 2)
     m.copy_((v * torch.clamp(w, min=0.0)) @ v.T)
+
+
+def adam_with_metric_rate(params, metric: torch.Tensor, cfg) -> torch.optim.Adam:
+  """torch Adam over ``params`` at cfg.learning_rate, M (``metric``, one of them) at
+  cfg.metric_learning_rate when > 0: ours' optax.multi_transform groups."""
+  params = list(params)
+  rest = [p for p in params if p is not metric]
+  groups = [{"params": rest}, {"params": [p for p in params if p is metric]}]
+  groups[1]["lr"] = cfg.metric_learning_rate or cfg.learning_rate
+  return torch.optim.Adam(groups, lr=cfg.learning_rate)
