@@ -48,6 +48,7 @@ def test_stereo_pcm16_downmix(tmp_path):
   assert np.max(np.abs(y)) < 1e-4
 
 
+@pytest.mark.slow  # compiles for several seconds on 2 cores
 @pytest.mark.parametrize("file_sr", [48000, 8000, 44100])
 def test_resampling_keeps_frequency_and_length(tmp_path, file_sr):
   x = _sine(440.0, file_sr, 2.0, amp=0.5)

@@ -64,6 +64,7 @@ def _torch_reference(variables, mel, *, train, double, strided):
   return (x.max(dim=2).values + x.mean(dim=2)).numpy(), rm0.numpy()
 
 
+@pytest.mark.slow  # compiles for several seconds on 2 cores
 @pytest.mark.parametrize("double,strided", [(False, False), (True, False), (False, True)])
 def test_matches_pytorch_eval_and_train(double, strided):
   mel = jnp.asarray(np.random.RandomState(0).normal(-40, 10, (B, T, M)).astype(np.float32))
@@ -106,6 +107,7 @@ def test_eval_is_per_example_train_is_not():
   assert np.abs(np.asarray(ta[0]) - np.asarray(tb[0])).max() > 1e-3
 
 
+@pytest.mark.slow  # compiles for several seconds on 2 cores
 def test_train_updates_every_batch_stat_and_uses_dropout_rng():
   mel = jnp.asarray(np.random.RandomState(2).normal(size=(B, T, M)).astype(np.float32))
   model = SmallCNN(channels=CHANNELS, time_width=8)  # dropout 0.2 + SpecAugment on
@@ -123,6 +125,7 @@ def test_train_updates_every_batch_stat_and_uses_dropout_rng():
     model.apply(v, mel, train=True, mutable=["batch_stats"])
 
 
+@pytest.mark.slow  # compiles for several seconds on 2 cores
 def test_jit_and_finite_gradient():
   mel = jnp.asarray(np.random.RandomState(3).normal(-30, 15, (B, T, M)).astype(np.float32))
   model = SmallCNN(channels=CHANNELS, strided_stem=True, time_width=8)
@@ -152,6 +155,7 @@ def test_jit_and_finite_gradient():
   )
 
 
+@pytest.mark.slow  # compiles for several seconds on 2 cores
 def test_bfloat16_compute_keeps_float32_params():
   mel = jnp.asarray(np.random.RandomState(4).normal(size=(B, T, M)).astype(np.float32))
   f32 = SmallCNN(channels=CHANNELS, dropout=0.0, spec_augment=False)

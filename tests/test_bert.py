@@ -209,6 +209,7 @@ def tiny_torch():
   return model
 
 
+@pytest.mark.slow  # compiles for several seconds on 2 cores
 @pytest.mark.parametrize("act", ["gelu", "gelu_new", "relu"])
 def test_tiny_safetensors_matches_torch(tmp_path, act):
   model = transformers.BertModel(transformers.BertConfig(**TINY, hidden_act=act)).eval()
@@ -319,6 +320,7 @@ def _tiny_ours(dropout: float, dtype=jnp.float32):
   return model, params, (ids, mask, types)
 
 
+@pytest.mark.slow  # compiles for several seconds on 2 cores
 def test_dropout_only_when_not_deterministic():
   model, params, args = _tiny_ours(0.1)
   # rbg keys: compiling threefry dropout masks is slow on CPU; the semantics are the same.
@@ -351,6 +353,7 @@ def test_bf16_compute_keeps_float32_params_and_output():
   assert _masked_max_abs(np.asarray(out16), np.asarray(out32), mask) < 0.15
 
 
+@pytest.mark.slow  # compiles for several seconds on 2 cores
 @pytest.mark.parametrize("lookup", ["gather", "onehot_types", "onehot"])
 def test_embedding_lookups_match_torch_output_and_gradients(tmp_path, tiny_torch, lookup):
   """Each lookup (the default onehot_types included) gives torch's hidden states and torch's

@@ -113,6 +113,7 @@ def embed_old_path(run, state, waves):
   return audio
 
 
+@pytest.mark.slow  # compiles for several seconds on 2 cores
 def test_short_clips_equal_the_old_path_and_long_clips_pool_manual_slices(model):
   run, state = model
   rng = np.random.default_rng(1)

@@ -73,6 +73,7 @@ def test_log_mel_matches_librosa(cfg):
   assert out[2].min() == pytest.approx(-100.0, abs=1e-4)
 
 
+@pytest.mark.slow  # compiles for several seconds on 2 cores
 def test_top_db_matches_librosa_per_example():
   cfg = MelConfig(
     sample_rate=16000, n_fft=512, win_length=512, hop_length=320, fmax=8000.0, top_db=80.0
@@ -157,6 +158,7 @@ def test_spec_augment_whole_stripes_and_widths():
   assert t_mask.any() and f_mask.any()
 
 
+@pytest.mark.slow  # compiles for several seconds on 2 cores
 def test_spec_augment_single_stripe_distribution_matches_torchlibrosa():
   # torchlibrosa DropStripes: width ~ randint(0, W), start ~ randint(0, total - width).
   b, f, w = 4000, 30, 10
@@ -175,6 +177,7 @@ def test_spec_augment_single_stripe_distribution_matches_torchlibrosa():
   assert starts.max() == f - 2  # reached only by width-1 stripes: start <= f - w - 1
 
 
+@pytest.mark.slow  # compiles for several seconds on 2 cores
 def test_spec_augment_rng_dependence_and_noop_settings():
   mel = jnp.asarray(1.0 + np.random.RandomState(0).rand(8, 100, 32).astype(np.float32))
   a = np.asarray(spec_augment(jax.random.key(0), mel))

@@ -112,6 +112,7 @@ def test_balanced_loss_matches_pot(solver, b):
       assert abs(loss - _diag_loss_np(plan)) <= 1e-5, (kind, eps)
 
 
+@pytest.mark.slow  # compiles for several seconds on 2 cores
 @pytest.mark.parametrize("mass,domain", [(0.95, "auto"), (0.6, "auto"), (0.95, "log")])
 @pytest.mark.parametrize("b", [8, 64])
 def test_partial_loss_matches_pot(mass, domain, b):
@@ -199,6 +200,7 @@ def test_balanced_grad_converged_matches_torch_many_iterations():
     _assert_close_grad(grad, ref)
 
 
+@pytest.mark.slow  # compiles for several seconds on 2 cores
 def test_partial_grad_matches_torch_same_iterations():
   """Autograd through POT's own partial solver (torch backend), 200 cycles."""
   b, mass = 64, 0.95
@@ -285,6 +287,7 @@ def test_constant_cost_shift(variant, kw):
       assert _run(variant, cost - best - delta, eps, **opts)[0] > at_best + 1e-4
 
 
+@pytest.mark.slow  # compiles for several seconds on 2 cores
 def test_kernel_and_log_domains_agree_near_switch():
   """Just inside the kernel domain's range, both domains give the same grads."""
   cost = _cost(64, "pairs", seed=13)
@@ -298,6 +301,7 @@ def test_kernel_and_log_domains_agree_near_switch():
     _assert_close_grad(gk, gl, rel=1e-4)
 
 
+@pytest.mark.slow  # compiles for several seconds on 2 cores
 def test_ott_implicit_option_runs():
   cost = _cost(8, "uniform", seed=17)
   _, _, g_unroll = _run("balanced", cost, 0.1, **TIGHT)
@@ -315,6 +319,7 @@ def test_ott_implicit_option_runs():
 _DEFAULTS = {"balanced": {}, "partial": {}, "unbalanced": dict(tau=0.9)}
 
 
+@pytest.mark.slow  # compiles for several seconds on 2 cores
 @pytest.mark.parametrize("variant", list(_DEFAULTS))
 def test_finite_everywhere(variant):
   rng = np.random.default_rng(19)
@@ -483,6 +488,7 @@ def test_baselines_match_torch(b):
   )
 
 
+@pytest.mark.slow  # compiles for several seconds on 2 cores
 def test_infonce_learnable_temperature_gradient():
   sim = np.random.default_rng(3).uniform(-1, 1, size=(6, 6))
   t = 0.1
@@ -496,6 +502,7 @@ def test_infonce_learnable_temperature_gradient():
   jax.jit(baselines.symmetric_infonce)(jnp.asarray(sim, jnp.float32), 0.07)
 
 
+@pytest.mark.slow  # compiles for several seconds on 2 cores
 def test_baseline_hand_cases():
   b = 5
   perfect = np.eye(b)  # positives 1, negatives 0: margin 0.2 satisfied.

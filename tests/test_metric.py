@@ -68,6 +68,7 @@ def test_full_metric_reads_off_diagonal_entries():
   assert diag == pytest.approx(2.0)
 
 
+@pytest.mark.slow  # compiles for several seconds on 2 cores
 def test_full_cost_and_gradient_of_unsymmetric_m_match_differences_formula():
   """(u - v)^T M (u - v) for any M, and its gradient sum_ij w_ij d_ij d_ij^T (symmetric)."""
   rng = np.random.default_rng(3)
@@ -86,6 +87,7 @@ def test_full_cost_and_gradient_of_unsymmetric_m_match_differences_formula():
   np.testing.assert_allclose(np.asarray(grad), want_grad, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.slow  # compiles for several seconds on 2 cores
 def test_cost_gradient_finite_at_identical_points():
   u = jnp.ones((3, 8)) / jnp.sqrt(8.0)
   params = {"M": jnp.eye(8)}
@@ -109,6 +111,7 @@ def test_project_psd_against_numpy():
   )
 
 
+@pytest.mark.slow  # compiles for several seconds on 2 cores
 def test_psd_projection_in_optax_chain():
   """M stays PSD after each update; other leaves get exactly the Adam update."""
   rng = np.random.default_rng(2)

@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from mltm_jax import metric as metric_lib
 from mltm_jax.config import Config
@@ -20,6 +21,7 @@ def _params(dim: int = 4) -> dict:
   }
 
 
+@pytest.mark.slow  # compiles for several seconds on 2 cores
 def test_metric_has_its_own_rate_and_schedule():
   cfg = Config(
     metric="diagonal",

@@ -416,6 +416,7 @@ def test_distance_ranks_near_ties_are_refined_in_float64(max_elements):
   )
 
 
+@pytest.mark.slow  # compiles for several seconds on 2 cores
 @pytest.mark.parametrize("bound", ["statistical", "worst_case"])
 def test_distance_ranks_in_tiles_equal_float64_brute_force(bound, monkeypatch):
   """A matrix beyond max_matrix_elements, in tiles (uneven last tiles, down to one column

@@ -129,6 +129,7 @@ def recall_at(ids, ref_ids):
   return float(np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(ids, ref_ids)]))
 
 
+@pytest.mark.slow  # compiles for several seconds on 2 cores
 @pytest.mark.parametrize(
   "kind,params",
   [("ivf", AnnParams(nlist=100, nprobe=8)), ("hnsw", AnnParams(hnsw_m=16, ef_search=64))],

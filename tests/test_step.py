@@ -2,6 +2,7 @@
 
 import jax
 import numpy as np
+import pytest
 
 from mltm_jax.config import Config
 from mltm_jax.models.two_tower import build_towers
@@ -11,6 +12,7 @@ from mltm_jax.train.step import make_train_step
 from mltm_jax.sharding import make_mesh, replicated, to_global
 
 
+@pytest.mark.slow  # compiles for several seconds on 2 cores
 def test_non_finite_batch_is_skipped_and_counted():
   cfg = Config(cnn_channels="16,32", embed_dim=16, head_hidden=32, batch_size=8, num_steps=10)
   audio_tower, text_tower = build_towers(cfg, None)

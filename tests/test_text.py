@@ -2,6 +2,7 @@
 batch rows padded to 1, 8, 32 or the batch size, every shape compiled by warm_up."""
 
 import numpy as np
+import pytest
 
 from mltm_jax.compiles import CompileCounter
 from mltm_jax.data.text import (
@@ -23,6 +24,7 @@ CAPTIONS = [
 ]
 
 
+@pytest.mark.slow  # compiles for several seconds on 2 cores
 def test_bucketed_features_equal_full_length_and_cache(tmp_path):
   enc = TextEncoder(minilm_dir(), max_length=32, pooling="mean")
   got = enc.features(CAPTIONS, batch_size=4, progress=False)
@@ -43,6 +45,7 @@ def test_padded_rows_and_widths():
   assert width_buckets(32) == [8, 16, 24, 32] and width_buckets(30) == [8, 16, 24, 30]
 
 
+@pytest.mark.slow  # compiles for several seconds on 2 cores
 def test_small_batches_equal_the_bulk_batch_and_compile_nothing_after_warm_up():
   enc = TextEncoder(minilm_dir(), max_length=32, pooling="mean")
   bulk = enc.features(CAPTIONS, batch_size=256, progress=False, buckets=(256,))
