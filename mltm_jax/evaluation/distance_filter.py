@@ -23,6 +23,7 @@ CALIBRATION_MARGIN = 10.0
 QUAD_FORM_BLOCKS = 2  # blocks of quadratic_forms (the choice: WORKSPACE.md, Benchmarks)
 # float32 distances held at once (1 GiB); a larger [N, Nc] matrix is processed in tiles.
 MAX_MATRIX_ELEMENTS = 1 << 28
+FACTOR_ALIGNMENT = 16  # columns of the product's factors (zero-padded)
 PACKED_COUNT_LIMIT = 1 << 16  # two counts share one int32 reduction over fewer items
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -46,15 +47,19 @@ def quadratic_forms(x: jax.Array, m: jax.Array, blocks: int = QUAD_FORM_BLOCKS) 
 
 
 def distance_factors(audio: jax.Array, text: jax.Array, m: jax.Array):
-  """[N, D], [Nc, D], symmetric [D, D] -> (left [N, D + 2], right [Nc, D + 2]) with
-  left @ right.T = the squared distances: left = [-2 a M, alpha, 1], right = [t, 1, beta],
+  """[N, D], [Nc, D], symmetric [D, D] -> (left [N, K], right [Nc, K]) with left @ right.T
+  = the squared distances: left = [-2 a M, alpha, 1, 0...], right = [t, 1, beta, 0...],
   alpha = a^T M a, beta = t^T M t by :func:`quadratic_forms` (N D^2 + 0.75 Nc D^2
-  multiply-adds, in the inputs' dtype)."""
+  multiply-adds, in the inputs' dtype). K = D + 2 rounded up to a multiple of
+  FACTOR_ALIGNMENT: the zero columns add exact zeros, and the product runs faster on
+  aligned rows (WORKSPACE.md, Benchmarks)."""
   p = jnp.dot(audio, m, precision=_HIGHEST)
   alpha = jnp.sum(p * audio, axis=1)
   beta = quadratic_forms(text, m)
-  left = jnp.concatenate([-2.0 * p, alpha[:, None], jnp.ones_like(alpha)[:, None]], axis=1)
-  right = jnp.concatenate([text, jnp.ones_like(beta)[:, None], beta[:, None]], axis=1)
+  pad = -(audio.shape[1] + 2) % FACTOR_ALIGNMENT
+  zeros = lambda x: jnp.zeros((x.shape[0], pad), x.dtype)
+  left = jnp.concatenate([-2.0 * p, alpha[:, None], jnp.ones_like(alpha)[:, None], zeros(p)], 1)
+  right = jnp.concatenate([text, jnp.ones_like(beta)[:, None], beta[:, None], zeros(text)], 1)
   return left, right
 
 
@@ -67,7 +72,7 @@ def product(left: jax.Array, right: jax.Array) -> jax.Array:
 @jax.jit
 def squared_distance_matrix(audio: jax.Array, text: jax.Array, m: jax.Array) -> jax.Array:
   """[N, D], [Nc, D], symmetric [D, D] -> [N, Nc] (a_i - t_j)^T M (a_i - t_j), unclamped:
-  the product of :func:`distance_factors` (N Nc (D + 2) more multiply-adds)."""
+  the product of :func:`distance_factors` (N Nc K more multiply-adds)."""
   left, right = distance_factors(audio, text, m)
   return jnp.dot(left, right.T, precision=_HIGHEST)
 

@@ -117,25 +117,39 @@ class _Float64Products:
     self.m = m64
 
   def __call__(self, x: np.ndarray) -> np.ndarray:
-    """float64 [K, D] -> x M [K, D], once per distinct row (duplicates get equal rows)."""
-    uniq, inverse = _distinct_rows(np.asarray(x, np.float64))
-    k, d = uniq.shape
+    """float64 [K, D] (distinct rows) -> x M [K, D]."""
+    k, d = x.shape
     if k == 0:
       return np.zeros((0, d))
     rows = 64 * -(-k // 64) if k <= 1024 else 1 << (k - 1).bit_length()  # few shapes
     padded = np.zeros((rows, d))
-    padded[:k] = uniq
+    padded[:k] = x
     with jax.enable_x64(True):
-      return np.asarray(_matmul(padded, self.m))[:k][inverse]
+      return np.asarray(_matmul(padded, self.m))[:k]
 
 
-def _rowdot(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-  """Row-wise dot products [K] of [K, D] arrays, once per distinct pair of rows."""
-  if x.shape[0] == 0:
+class _DistinctRows:
+  """The float64 rows picked by some indices, each distinct row once.
+
+  rows_of: idx int [K] -> float64 [K, D]; index: int [K'] (any order, repeats).
+  ``rows`` [U, D] holds each distinct row once; ``ids(idx)`` [K] is the row of each index.
+  """
+
+  def __init__(self, rows_of, index: np.ndarray):
+    self.index = np.unique(index)
+    self.rows, self._content = _distinct_rows(rows_of(self.index))
+
+  def ids(self, idx: np.ndarray) -> np.ndarray:
+    return self._content[np.searchsorted(self.index, idx)]
+
+
+def _pair_dots(x: np.ndarray, xi: np.ndarray, y: np.ndarray, yi: np.ndarray) -> np.ndarray:
+  """[K] dot products x[xi_k] . y[yi_k] (x [U, D], y [V, D]), once per distinct pair, so
+  equal pairs get bitwise equal results."""
+  if xi.size == 0:
     return np.zeros(0)
-  uniq, inverse = _distinct_rows(np.concatenate([x, y], axis=1))
-  d = x.shape[1]
-  return np.einsum("kd,kd->k", uniq[:, :d], uniq[:, d:])[inverse]
+  pairs, inverse = np.unique(xi * y.shape[0] + yi, return_inverse=True)
+  return np.einsum("kd,kd->k", x[pairs // y.shape[0]], y[pairs % y.shape[0]])[inverse.ravel()]
 
 
 def _device32(x: np.ndarray) -> jax.Array:
@@ -348,18 +362,20 @@ def distance_ranks(
 
   times_m = _Float64Products(prep["sym"])
   if ti.size:  # alpha_i - 2 a_i M t_j <= alpha_g - 2 a_g M t_j ?
-    a_c = a64(clips)
-    p = times_m(a_c)
-    alpha = np.einsum("kd,kd->k", p, a_c)
-    slot = np.searchsorted(clips, np.concatenate([ti, c2c[tj]]))
-    score = alpha[slot] - 2.0 * _rowdot(p[slot], t64(np.concatenate([tj, tj])))
+    clips_u = _DistinctRows(a64, np.concatenate([ti, c2c[tj]]))
+    caps_u = _DistinctRows(t64, tj)
+    p = times_m(clips_u.rows)
+    alpha = np.einsum("kd,kd->k", p, clips_u.rows)
+    ci, cj = clips_u.ids(np.concatenate([ti, c2c[tj]])), caps_u.ids(np.concatenate([tj, tj]))
+    score = alpha[ci] - 2.0 * _pair_dots(p, ci, caps_u.rows, cj)
     np.add.at(t2a, tj, (score[: ti.size] <= score[ti.size :]).astype(np.int64))
   if aq.size:  # beta_j - 2 a_i M t_j <= beta_r - 2 a_i M t_r ?
-    t_c = t64(caps)
-    qm = times_m(t_c)
-    beta = np.einsum("kd,kd->k", qm, t_c)
-    slot = np.searchsorted(caps, np.concatenate([aj, at]))
-    score = beta[slot] - 2.0 * _rowdot(a64(np.concatenate([aq, aq])), qm[slot])
+    caps_u = _DistinctRows(t64, np.concatenate([aj, at]))
+    clips_u = _DistinctRows(a64, aq)
+    qm = times_m(caps_u.rows)
+    beta = np.einsum("kd,kd->k", qm, caps_u.rows)
+    cj, ci = caps_u.ids(np.concatenate([aj, at])), clips_u.ids(np.concatenate([aq, aq]))
+    score = beta[cj] - 2.0 * _pair_dots(qm, cj, clips_u.rows, ci)
     np.add.at(a2t_count, (aq, ak), (score[: aq.size] <= score[aq.size :]).astype(np.int64))
   # Sorted counts + h are the ranks of a clip's captions, best first (padding last).
   a2t_count = np.sort(np.where(valid, a2t_count, np.iinfo(np.int64).max // 2), axis=1)
