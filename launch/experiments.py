@@ -43,8 +43,9 @@ _OUT = flags.DEFINE_string("out", None, "Grid directory: cells/, REPORT.md, plot
 _SCALE = flags.DEFINE_enum(
   "scale",
   "small",
-  ["smoke", "small", "full"],
-  "smoke: CI (tiny data, a few steps); small: CPU preview (< 20 min); full: the demo config.",
+  ["smoke", "small", "small_long", "full"],
+  "smoke: CI (tiny data, a few steps); small: CPU preview (< 20 min); small_long: the small "
+  "scale's tuning suite at twice the steps (--suite=tuning only); full: the demo config.",
 )
 _SEEDS = flags.DEFINE_integer(
   "seeds", None, "Number of training seeds (1997, 1998, ...); default 1 (smoke, small), 3 (full)."

@@ -47,6 +47,30 @@ def test_every_method_gets_six_distinct_valid_configurations_of_its_own_hyperpar
   assert warm == {0, grid.base["num_steps"] // 5}
 
 
+def test_small_long_is_the_small_scale_at_twice_the_steps():
+  """The amendment's scale: the small scale's data, towers, rate, batch and configurations
+  (but the triplet warm-up, a fifth of the steps), with every run twice as long."""
+  small, long = tuning.tuning_grid("small"), tuning.tuning_grid("small_long")
+  assert long.base["num_steps"] == 2 * small.base["num_steps"] == 1200
+  assert long.base["lr_decay_steps"] == 2 * small.base["lr_decay_steps"]
+  changed = {"num_steps", "lr_decay_steps"}
+  assert {k: v for k, v in long.base.items() if k not in changed} == {
+    k: v for k, v in small.base.items() if k not in changed
+  }
+  assert long.base["data_dir"] == small.base["data_dir"] == "data/synthcaps_tuning_small"
+  for (key, _, cells_s), (_, _, cells_l) in zip(small.methods, long.methods):
+    for cs, cl in zip(cells_s, cells_l):
+      ov_s, ov_l = dict(cs.overrides), dict(cl.overrides)
+      if key == "triplet":
+        assert ov_l.pop("triplet_warmup_steps") == 2 * ov_s.pop("triplet_warmup_steps")
+      assert (cl.name, ov_l) == (cs.name, ov_s)
+  regime_s, regime_l = tuning.REGIME["small"], tuning.REGIME["small_long"]
+  assert regime_l["num_steps"] == 2 * regime_s["num_steps"]
+  assert regime_l["lr_decay_steps"] == 2 * regime_s["lr_decay_steps"]
+  cfg = Config(**{**long.base, **dict(long.methods[0][2][0].overrides), "workdir": "/tmp/x"})
+  assert cfg.problems() == []
+
+
 def _metrics(r1: float, r10: float) -> dict:
   m = {k: 0.0 for k in METRICS}
   m.update({"R@1": r1, "R@5": (r1 + r10) / 2, "R@10": r10})
