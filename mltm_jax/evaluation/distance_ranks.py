@@ -107,25 +107,17 @@ def _matmul(x: jax.Array, m: jax.Array) -> jax.Array:
   return jnp.dot(x, m, precision=_HIGHEST)
 
 
-class _Float64Products:
-  """x M in float64, by an XLA matrix product (not numpy: see WORKSPACE.md, Benchmarks).
-
-  m64: the symmetric metric, float64 on the device (under jax x64).
-  """
-
-  def __init__(self, m64: jax.Array):
-    self.m = m64
-
-  def __call__(self, x: np.ndarray) -> np.ndarray:
-    """float64 [K, D] (distinct rows) -> x M [K, D]."""
-    k, d = x.shape
-    if k == 0:
-      return np.zeros((0, d))
-    rows = 64 * -(-k // 64) if k <= 1024 else 1 << (k - 1).bit_length()  # few shapes
-    padded = np.zeros((rows, d))
-    padded[:k] = x
-    with jax.enable_x64(True):
-      return np.asarray(_matmul(padded, self.m))[:k]
+def _times_m(x: np.ndarray, m64: jax.Array) -> np.ndarray:
+  """float64 [K, D] @ m64 [D, D] -> [K, D], by an XLA matrix product (not numpy: see
+  WORKSPACE.md, Benchmarks). m64: the symmetric metric, float64 on the device (under x64)."""
+  k, d = x.shape
+  if k == 0:
+    return np.zeros((0, d))
+  rows = 64 * -(-k // 64) if k <= 1024 else 1 << (k - 1).bit_length()  # few shapes
+  padded = np.zeros((rows, d))
+  padded[:k] = x
+  with jax.enable_x64(True):
+    return np.asarray(_matmul(padded, m64))[:k]
 
 
 class _DistinctRows:
@@ -141,6 +133,10 @@ class _DistinctRows:
 
   def ids(self, idx: np.ndarray) -> np.ndarray:
     return self._content[np.searchsorted(self.index, idx)]
+
+  def times(self, m64: jax.Array) -> np.ndarray:
+    """[U, D]: each distinct row times the metric (float64, symmetric, on the device)."""
+    return _times_m(self.rows, m64)
 
 
 def _pair_dots(x: np.ndarray, xi: np.ndarray, y: np.ndarray, yi: np.ndarray) -> np.ndarray:
@@ -354,27 +350,24 @@ def distance_ranks(
   ti, tj = (np.concatenate(x) for x in zip(*found_t)) if found_t else (empty, empty)
   aq, ak, aj = (np.concatenate(x) for x in zip(*found_a)) if found_a else (empty,) * 3
   at = table[aq, ak]
-  clips = np.unique(np.concatenate([ti, c2c[tj]]))
-  caps = np.unique(np.concatenate([aj, at]))
-  refine_cost = d * d * (clips.size + caps.size) + 2 * d * (ti.size + aq.size)
+  t_clips, a_caps = np.concatenate([ti, c2c[tj]]), np.concatenate([aj, at])
+  refine_cost = d * d * (np.unique(t_clips).size + np.unique(a_caps).size)
+  refine_cost += 2 * d * (ti.size + aq.size)
   if refine_cost > max_refine_fraction * full_cost:
     return fallback(m64, kappa)
 
-  times_m = _Float64Products(prep["sym"])
   if ti.size:  # alpha_i - 2 a_i M t_j <= alpha_g - 2 a_g M t_j ?
-    clips_u = _DistinctRows(a64, np.concatenate([ti, c2c[tj]]))
-    caps_u = _DistinctRows(t64, tj)
-    p = times_m(clips_u.rows)
+    clips_u, caps_u = _DistinctRows(a64, t_clips), _DistinctRows(t64, tj)
+    p = clips_u.times(prep["sym"])
     alpha = np.einsum("kd,kd->k", p, clips_u.rows)
-    ci, cj = clips_u.ids(np.concatenate([ti, c2c[tj]])), caps_u.ids(np.concatenate([tj, tj]))
+    ci, cj = clips_u.ids(t_clips), caps_u.ids(np.concatenate([tj, tj]))
     score = alpha[ci] - 2.0 * _pair_dots(p, ci, caps_u.rows, cj)
     np.add.at(t2a, tj, (score[: ti.size] <= score[ti.size :]).astype(np.int64))
   if aq.size:  # beta_j - 2 a_i M t_j <= beta_r - 2 a_i M t_r ?
-    caps_u = _DistinctRows(t64, np.concatenate([aj, at]))
-    clips_u = _DistinctRows(a64, aq)
-    qm = times_m(caps_u.rows)
+    caps_u, clips_u = _DistinctRows(t64, a_caps), _DistinctRows(a64, aq)
+    qm = caps_u.times(prep["sym"])
     beta = np.einsum("kd,kd->k", qm, caps_u.rows)
-    cj, ci = caps_u.ids(np.concatenate([aj, at])), clips_u.ids(np.concatenate([aq, aq]))
+    cj, ci = caps_u.ids(a_caps), clips_u.ids(np.concatenate([aq, aq]))
     score = beta[cj] - 2.0 * _pair_dots(qm, cj, clips_u.rows, ci)
     np.add.at(a2t_count, (aq, ak), (score[: aq.size] <= score[aq.size :]).astype(np.int64))
   # Sorted counts + h are the ranks of a clip's captions, best first (padding last).

@@ -43,14 +43,6 @@ TUNING_SCALES: dict[str, dict[str, Any]] = {
     "lr_decay_steps": 450,
     "eval_every": 50,
   },
-  # The small scale run twice as long, same data (amendment of 2026-12-06, WORKSPACE.md
-  # "Tuning protocol": at 600 steps the best validation step was the last in most runs).
-  "small_long": {
-    "synthcaps_sizes": "1024,160,160,160",
-    "num_steps": 1200,
-    "lr_decay_steps": 900,
-    "eval_every": 50,
-  },
   "full": {"synthcaps_sizes": "3000,400,400,400", "num_steps": 3000, "lr_decay_steps": 2000},
 }
 # The claims scale a tuning scale builds on (towers, rate, batch, rendering); default: itself.
@@ -67,14 +59,23 @@ REGIME: dict[str, dict[str, Any]] = {
     "num_steps": 300,
     "lr_decay_steps": 225,
   },
-  "small_long": {
-    "freeze_text": False,
-    "text_learning_rate": 5e-5,
-    "num_steps": 600,
-    "lr_decay_steps": 450,
-  },
   "full": {"freeze_text": False, "text_learning_rate": 5e-5},
 }
+
+
+def twice_as_long(settings: dict[str, Any]) -> dict[str, Any]:
+  """``settings`` with num_steps and lr_decay_steps doubled (same data, rates, evaluation)."""
+  return {
+    **settings,
+    "num_steps": 2 * settings["num_steps"],
+    "lr_decay_steps": 2 * settings["lr_decay_steps"],
+  }
+
+
+# The small scale run twice as long, same data (amendment of 2026-12-06, WORKSPACE.md "Tuning
+# protocol": at 600 steps the best validation step was the last in most runs).
+TUNING_SCALES["small_long"] = twice_as_long(TUNING_SCALES["small"])
+REGIME["small_long"] = twice_as_long(REGIME["small"])
 EPS_GRID = (0.02, 0.03, 0.05)  # m-LTM with a learned metric: x the metric's learning rate
 METRIC_LRS = (5e-5, 0.0)  # the official rate for M; 0 = the towers' rate (one Adam)
 
