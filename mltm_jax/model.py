@@ -49,8 +49,13 @@ def init_params(
   stats. text_example: one batch of text inputs ([2, H] features or a token dict)."""
   r_audio, r_text, r_metric, r_aug = jax.random.split(rng, 4)
   waves = jnp.zeros((2, cfg.clip_samples), jnp.float32)
-  audio_vars = audio_tower.init({"params": r_audio, "dropout": r_aug}, waves, train=False)
-  text_vars = text_tower.init({"params": r_text, "dropout": r_aug}, text_example, train=False)
+  # One compiled program per tower (op by op, a ResNet38 + BERT init dispatches thousands).
+  init_audio = jax.jit(
+    lambda r, a, x: audio_tower.init({"params": r, "dropout": a}, x, train=False)
+  )
+  init_text = jax.jit(lambda r, a, x: text_tower.init({"params": r, "dropout": a}, x, train=False))
+  audio_vars = init_audio(r_audio, r_aug, waves)
+  text_vars = init_text(r_text, r_aug, text_example)
   metric_params = metric_lib.init_metric(
     cfg.effective_metric,
     cfg.embed_dim,

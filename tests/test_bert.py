@@ -97,6 +97,44 @@ def test_tokenize_truncates():
   assert out["attention_mask"][1].tolist() == [1, 1, 1, 0, 0, 0]
 
 
+ODD_CAPTIONS = CAPTIONS + [
+  "",
+  "Café crème: a naïve señor's façade — ÉCOLE!",
+  "鸟 chirping 鸟鸣 and 雨",
+  "1,234.5 dB at 44.1kHz; 3x louder (approx.) -- #loud @night",
+  "   leading and trailing spaces   ",
+  " ".join(["supercalifragilistic"] * 30),
+]
+
+
+@pytest.mark.parametrize("max_length", [6, 16, 40])
+def test_json_tokenizer_equals_transformers(max_length, tmp_path):
+  """Our tokenizer.json path gives transformers' AutoTokenizer arrays (padding, truncation,
+  special tokens, accents, CJK, empty text); a directory without tokenizer.json falls back to
+  AutoTokenizer itself."""
+  from mltm_jax.models.hf_bert import JsonTokenizer
+
+  ours = load_tokenizer(minilm_dir())
+  assert isinstance(ours, JsonTokenizer)
+  ref = transformers.AutoTokenizer.from_pretrained(str(minilm_dir()), local_files_only=True)
+  want = ref(
+    ODD_CAPTIONS, padding="max_length", truncation=True, max_length=max_length, return_tensors="np"
+  )
+  got = tokenize(ours, ODD_CAPTIONS, max_length)
+  for k in ("input_ids", "attention_mask", "token_type_ids"):
+    assert got[k].dtype == np.int32 and got[k].shape == (len(ODD_CAPTIONS), max_length)
+    np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+  assert tokenize(ours, [], max_length)["input_ids"].shape == (0, max_length)
+
+  for name in ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "config.json"):
+    (tmp_path / name).write_bytes((minilm_dir() / name).read_bytes())
+  fallback = load_tokenizer(tmp_path)
+  assert not isinstance(fallback, JsonTokenizer)
+  np.testing.assert_array_equal(
+    tokenize(fallback, ODD_CAPTIONS, max_length)["input_ids"], want["input_ids"]
+  )
+
+
 def test_minilm_hidden_states_match_torch(minilm):
   batch, ours, ref = minilm
   assert ours.dtype == np.float32 and ours.shape == (len(CAPTIONS), MAX_LEN, 384)

@@ -2,11 +2,13 @@
 
 Only the tensor names and shapes stored in the checkpoint file are used (no transformers model
 classes), so loading does not depend on transformers internals or versions. Nothing is ever
-downloaded: tokenizers load with `local_files_only=True` and the HF offline flags set.
+downloaded: a checkpoint's tokenizer.json runs in the `tokenizers` library; without one,
+transformers' AutoTokenizer loads with `local_files_only=True` and the HF offline flags set.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -157,12 +159,59 @@ def _set_offline() -> None:
   os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+class JsonTokenizer:
+  """A checkpoint's ``tokenizer.json`` run by the `tokenizers` library: the same Rust tokenizer
+  that transformers' fast tokenizers wrap, without importing transformers (seconds at every
+  start of an entry point). Pads to and truncates at max_length like
+  ``tokenizer(texts, padding="max_length", truncation=True, max_length=max_length)``.
+  """
+
+  def __init__(self, path: Path, pad_token: str):
+    from tokenizers import Tokenizer
+
+    self.tokenizer = Tokenizer.from_file(str(path))
+    self.pad_id = self.tokenizer.token_to_id(pad_token)
+    if self.pad_id is None:
+      raise ValueError(f"{path}: pad token {pad_token!r} is not in the vocabulary")
+    self.pad_token = pad_token
+
+  def __call__(self, texts: list[str], max_length: int) -> dict[str, np.ndarray]:
+    tok = self.tokenizer
+    tok.enable_truncation(max_length=max_length)
+    tok.enable_padding(length=max_length, pad_id=self.pad_id, pad_token=self.pad_token)
+    encs = tok.encode_batch(list(texts))
+    return {
+      "input_ids": np.array([e.ids for e in encs], np.int32).reshape(-1, max_length),
+      "attention_mask": np.array([e.attention_mask for e in encs], np.int32).reshape(
+        -1, max_length
+      ),
+      "token_type_ids": np.array([e.type_ids for e in encs], np.int32).reshape(-1, max_length),
+    }
+
+
 def load_tokenizer(model_dir: str | os.PathLike):
-  """The HF tokenizer stored in model_dir (local files only; never downloads)."""
+  """The tokenizer stored in model_dir (local files only; never downloads): its
+  ``tokenizer.json`` through `tokenizers` when present, else transformers' AutoTokenizer."""
+  model_dir = Path(model_dir)
+  if (model_dir / "tokenizer.json").is_file():
+    return JsonTokenizer(model_dir / "tokenizer.json", _pad_token(model_dir))
   _set_offline()
   from transformers import AutoTokenizer
 
   return AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+
+
+def _pad_token(model_dir: Path) -> str:
+  """The pad token named by tokenizer_config.json or special_tokens_map.json ([PAD] if none)."""
+  for name in ("tokenizer_config.json", "special_tokens_map.json"):
+    path = model_dir / name
+    if path.is_file():
+      pad = json.loads(path.read_text(encoding="utf-8")).get("pad_token")
+      if isinstance(pad, dict):
+        pad = pad.get("content")
+      if isinstance(pad, str):
+        return pad
+  return "[PAD]"
 
 
 def tokenize(tokenizer, texts: list[str], max_length: int) -> dict[str, np.ndarray]:
@@ -171,9 +220,11 @@ def tokenize(tokenizer, texts: list[str], max_length: int) -> dict[str, np.ndarr
   Returns input_ids, attention_mask, token_type_ids: each [len(texts), max_length] int32,
   padded to max_length and truncated (keeping [SEP]) when longer.
   """
-  _set_offline()
   if isinstance(texts, str):
     raise TypeError("tokenize: texts must be a list of strings, not a single string")
+  if isinstance(tokenizer, JsonTokenizer):
+    return tokenizer(texts, max_length)
+  _set_offline()
   enc = tokenizer(
     list(texts),
     padding="max_length",
