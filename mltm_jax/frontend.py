@@ -30,7 +30,6 @@ from typing import Optional
 
 import jax
 import jax.numpy as jnp
-import librosa
 import numpy as np
 
 
@@ -80,28 +79,57 @@ class MelConfig:
     return 1 + num_samples // self.hop_length
 
 
-def mel_filterbank(cfg: MelConfig) -> np.ndarray:
-  """Slaney mel filterbank as librosa/torchlibrosa build it.
+# Slaney's mel scale (librosa's htk=False): linear below 1 kHz, logarithmic above.
+_MEL_F_SP = 200.0 / 3  # Hz per mel in the linear part
+_MEL_MIN_LOG_HZ = 1000.0
+_MEL_MIN_LOG_MEL = _MEL_MIN_LOG_HZ / _MEL_F_SP
+_MEL_LOGSTEP = np.log(6.4) / 27.0
 
-  Returns: float32 [n_fft // 2 + 1, n_mels], i.e. `librosa.filters.mel(...).T` with
-  htk=False, norm="slaney" (librosa's defaults and what torchlibrosa uses).
+
+def _hz_to_mel(f: np.ndarray) -> np.ndarray:
+  f = np.asarray(f, np.float64)
+  mels = f / _MEL_F_SP
+  log = f >= _MEL_MIN_LOG_HZ
+  mels[log] = _MEL_MIN_LOG_MEL + np.log(f[log] / _MEL_MIN_LOG_HZ) / _MEL_LOGSTEP
+  return mels
+
+
+def _mel_to_hz(m: np.ndarray) -> np.ndarray:
+  m = np.asarray(m, np.float64)
+  freqs = _MEL_F_SP * m
+  log = m >= _MEL_MIN_LOG_MEL
+  freqs[log] = _MEL_MIN_LOG_HZ * np.exp(_MEL_LOGSTEP * (m[log] - _MEL_MIN_LOG_MEL))
+  return freqs
+
+
+def mel_filterbank(cfg: MelConfig) -> np.ndarray:
+  """Slaney mel filterbank as librosa/torchlibrosa build it: triangles between n_mels + 2
+  frequencies equally spaced in Slaney mels over [fmin, fmax], each scaled by 2 / its width
+  in Hz (area normalisation), computed in float64 and stored in float32 as librosa does.
+
+  Returns: float32 [n_fft // 2 + 1, n_mels], equal to `librosa.filters.mel(...).T` with
+  htk=False, norm="slaney" (librosa's defaults and what torchlibrosa uses; tested), without
+  importing librosa (its import compiles numba kernels in every process).
   """
-  fb = librosa.filters.mel(
-    sr=cfg.sample_rate,
-    n_fft=cfg.n_fft,
-    n_mels=cfg.n_mels,
-    fmin=cfg.fmin,
-    fmax=cfg.fmax,
-    htk=False,
-    norm="slaney",
-  )
-  return np.ascontiguousarray(fb.T, dtype=np.float32)
+  fft_freqs = np.fft.rfftfreq(n=cfg.n_fft, d=1.0 / cfg.sample_rate)
+  lo, hi = _hz_to_mel(np.array([cfg.fmin, cfg.fmax]))
+  mel_f = _mel_to_hz(np.linspace(lo, hi, cfg.n_mels + 2))
+  fdiff = np.diff(mel_f)
+  ramps = np.subtract.outer(mel_f, fft_freqs)
+  weights = np.zeros((cfg.n_mels, fft_freqs.size), np.float32)
+  for i in range(cfg.n_mels):
+    weights[i] = np.maximum(0, np.minimum(-ramps[i] / fdiff[i], ramps[i + 2] / fdiff[i + 1]))
+  weights *= (2.0 / (mel_f[2 : cfg.n_mels + 2] - mel_f[: cfg.n_mels]))[:, None]
+  return np.ascontiguousarray(weights.T)
 
 
 def _window(cfg: MelConfig) -> np.ndarray:
   """Periodic Hann of win_length, centred and zero-padded to n_fft: float32 [n_fft]."""
-  win = librosa.filters.get_window("hann", cfg.win_length, fftbins=True)
-  win = librosa.util.pad_center(win, size=cfg.n_fft)
+  import scipy.signal
+
+  win = scipy.signal.get_window("hann", cfg.win_length, fftbins=True)
+  left = (cfg.n_fft - cfg.win_length) // 2
+  win = np.pad(win, (left, cfg.n_fft - cfg.win_length - left))
   return win.astype(np.float32)
 
 

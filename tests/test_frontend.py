@@ -203,3 +203,44 @@ def test_spec_augment_bf16_and_width_checks():
     spec_augment(jax.random.key(3), mel)
   with pytest.raises(ValueError, match="freq_width=8 exceeds the 6 mel bins"):
     spec_augment(jax.random.key(3), mel, time_width=4)
+
+
+@pytest.mark.parametrize(
+  "cfg",
+  [
+    PANNS,
+    DEMO16K,
+    MelConfig(
+      sample_rate=8000, n_fft=256, win_length=256, hop_length=256, n_mels=32, fmin=0.0, fmax=4000.0
+    ),
+    MelConfig(sample_rate=44100, n_fft=2048, win_length=1024, hop_length=512, n_mels=128),
+    MelConfig(
+      sample_rate=16000,
+      n_fft=512,
+      win_length=400,
+      hop_length=160,
+      n_mels=40,
+      fmin=300.0,
+      fmax=900.0,
+    ),
+  ],
+)
+def test_filterbank_and_window_equal_librosa(cfg):
+  """Our numpy filterbank and window are librosa's, bit for bit (frontend does not import
+  librosa)."""
+  want = librosa.filters.mel(
+    sr=cfg.sample_rate,
+    n_fft=cfg.n_fft,
+    n_mels=cfg.n_mels,
+    fmin=cfg.fmin,
+    fmax=cfg.fmax,
+    htk=False,
+    norm="slaney",
+  ).T
+  got = frontend.mel_filterbank(cfg)
+  assert got.dtype == np.float32 and got.shape == (cfg.n_fft // 2 + 1, cfg.n_mels)
+  np.testing.assert_array_equal(got, want)
+  win = librosa.util.pad_center(
+    librosa.filters.get_window("hann", cfg.win_length, fftbins=True), size=cfg.n_fft
+  )
+  np.testing.assert_array_equal(frontend._window(cfg), win.astype(np.float32))

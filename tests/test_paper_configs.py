@@ -8,8 +8,8 @@ vocabulary is bert-base-uncased's). Each flagfile's data layout is a small fixtu
 prepared by `launch.prepare --config=<flagfile>`. `launch.train --flagfile=<flagfile>` then
 runs with overrides only for paths and size/time (data, weights, workdir, batch sizes, 2 steps,
 0.64 s clips; plus log/progress output), so the flagfile's model, loss, frontend and optimiser
-settings are the ones exercised; `launch.evaluate` on the run must reproduce its final test
-metrics. The second flagfile's run and the evaluations load the first run's compiled programs
+settings are the ones exercised; `launch.evaluate` on the Clotho run must reproduce its final
+test metrics. The second flagfile's run and the evaluations load the first run's compiled programs
 (one compilation cache for the whole test run).
 """
 
@@ -241,7 +241,11 @@ def test_paper_flagfile_trains_and_evaluates(name, weights, shared, tmp_path):
   print(f"text encoder max |trained - tiny BERT| = {text_diff:.2e}")
   assert 0.0 < text_diff <= 4 * STEPS * lr, text_diff
 
-  # 4. launch.evaluate on the run's best checkpoint reproduces the final test metrics
+  # 4. launch.evaluate on the run's best checkpoint reproduces the final test metrics (on the
+  # Clotho run only: it reads any prepared layout the same way, and each run costs ~20 s)
+  if name != "clotho":
+    shutil.rmtree(work / "checkpoints")
+    return
   cli(shared, "launch.evaluate", f"--workdir={work}", "--split=test")
   ev = json.loads((work / "eval_test.json").read_text())
   test_items = read_jsonl(data / "test.jsonl")

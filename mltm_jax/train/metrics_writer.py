@@ -10,6 +10,8 @@ from typing import Any
 
 import jax
 
+from mltm_jax.train.tb_events import ScalarEventWriter
+
 
 class MetricsWriter:
   """Appends one JSON object per call to WORKDIR/metrics.jsonl and mirrors scalars to
@@ -20,9 +22,7 @@ class MetricsWriter:
     self.path = Path(workdir) / "metrics.jsonl"
     self._tb = None
     if self.active:
-      from tensorboardX import SummaryWriter  # the standard lightweight event writer
-
-      self._tb = SummaryWriter(str(Path(workdir) / "tensorboard"))
+      self._tb = ScalarEventWriter(Path(workdir) / "tensorboard")
 
   def write(self, step: int, kind: str, values: dict[str, Any]) -> None:
     if not self.active:
@@ -33,7 +33,7 @@ class MetricsWriter:
       f.write(json.dumps(record) + "\n")
     for k, v in flat.items():
       if isinstance(v, (int, float)) and math.isfinite(v):
-        self._tb.add_scalar(f"{kind}/{k}".replace("@", "_at_"), v, step)
+        self._tb.scalar(f"{kind}/{k}".replace("@", "_at_"), v, step)
     self._tb.flush()
 
   def close(self) -> None:
