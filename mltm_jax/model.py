@@ -42,6 +42,12 @@ class Variables(NamedTuple):
   batch_stats: Any
 
 
+def _compiled_init(tower):
+  """(params rng, dropout rng, example input) -> the tower's eval-mode variables, as one compiled
+  program (op by op, a ResNet38 + BERT init dispatches thousands of operations)."""
+  return jax.jit(lambda r, a, x: tower.init({"params": r, "dropout": a}, x, train=False))
+
+
 def init_params(
   cfg: Config, audio_tower, text_tower, text_example: Any, rng: jax.Array
 ) -> tuple[Any, Any]:
@@ -49,13 +55,8 @@ def init_params(
   stats. text_example: one batch of text inputs ([2, H] features or a token dict)."""
   r_audio, r_text, r_metric, r_aug = jax.random.split(rng, 4)
   waves = jnp.zeros((2, cfg.clip_samples), jnp.float32)
-  # One compiled program per tower (op by op, a ResNet38 + BERT init dispatches thousands).
-  init_audio = jax.jit(
-    lambda r, a, x: audio_tower.init({"params": r, "dropout": a}, x, train=False)
-  )
-  init_text = jax.jit(lambda r, a, x: text_tower.init({"params": r, "dropout": a}, x, train=False))
-  audio_vars = init_audio(r_audio, r_aug, waves)
-  text_vars = init_text(r_text, r_aug, text_example)
+  audio_vars = _compiled_init(audio_tower)(r_audio, r_aug, waves)
+  text_vars = _compiled_init(text_tower)(r_text, r_aug, text_example)
   metric_params = metric_lib.init_metric(
     cfg.effective_metric,
     cfg.embed_dim,

@@ -87,9 +87,14 @@ class Checkpoints:
     return None
 
   def restore_best(self, target: Any) -> Any | None:
+    """The best checkpoint restored into ``target``'s structure (None if there is none);
+    ``target`` itself, not read back, when it is the state of the best step (a TrainState
+    whose step is the best one: what the run has in hand after its last validation)."""
     step = self.best.best_step()
     if step is None:
       return None
+    if hasattr(target, "step") and int(target.step) == step:
+      return target
     return self.best.restore(step, args=ocp.args.StandardRestore(_abstract(target)))
 
   def wait(self) -> None:

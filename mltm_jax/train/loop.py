@@ -177,10 +177,7 @@ def train_and_evaluate(cfg: Config) -> dict:
 
   # Final: the best validation checkpoint on the test split (and SynthCaps' held-out split),
   # both ranking scores.
-  # (not read back when it is the state in hand: the best step is the last one)
-  best_at = ckpts.best_so_far()
-  same = best_at is not None and best_at[0] == int(state.step)
-  best_state = state if same else (ckpts.restore_best(state) or state)
+  best_state = ckpts.restore_best(state) or state
   batches.close()
 
   def final_reports(which: str) -> dict[str, dict]:
