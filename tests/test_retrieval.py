@@ -476,6 +476,11 @@ def test_distance_ranks_variable_captions_and_errors():
     distance_ranks(audio, text, c2c, np.eye(9))
   with pytest.raises(ValueError, match="NaN"):
     distance_ranks(np.full_like(audio, np.nan), text, c2c, m)
+  for bad in (np.nan, 1e39):  # a NaN, and a finite float64 beyond float32
+    m_bad = m.copy()
+    m_bad[2, 3] = bad
+    with pytest.raises(ValueError, match="beyond float32"):
+      distance_ranks(audio, text, c2c, m_bad)
   with pytest.raises(ValueError, match="bound"):
     distance_ranks(audio, text, c2c, m, bound="exact")
 

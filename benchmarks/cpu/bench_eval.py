@@ -1,8 +1,9 @@
 """Benchmarks ``eval`` and ``eval_plan``: full T2A + A2T metrics at Clotho-test size.
 
 Both sides start from the embeddings (audio [N, D], captions [5N, D], caption i
-belongs to clip i // 5) and the metric M (float64), and end with the two metric dicts
-(R@1, R@5, R@10, R@50, medR, meanR, mAP@10); computing the scores is included.
+belongs to clip i // 5; float32, as the towers give them) and the metric M (float64),
+and end with the two metric dicts (R@1, R@5, R@10, R@50, medR, meanR, mAP@10);
+computing the scores is included.
 
 Ours (the library's evaluation, ``mltm_jax.evaluation``): ``eval``:
 ``distance_metrics`` (float32 distances in XLA, each comparison that float32 cannot
@@ -79,6 +80,7 @@ def ours(audio, text, m, c2c, rank_by: str) -> dict:
       "fallback": r.fallback,
       "kappa": r.kappa,
     }
+  audio, text = np.asarray(audio, np.float64), np.asarray(text, np.float64)
   with jax.enable_x64(True):
     cost = cost_matrix(audio, text, {"M": m}, "full")  # [N, 5N] float64
     a2t, t2a_t = sinkhorn_log_plans_both(cost, PLAN_EPS, PLAN_ITERATIONS)
@@ -141,6 +143,7 @@ def _pot_plan(cost: np.ndarray) -> np.ndarray:
 
 def reference(audio, text, m, c2c, rank_by: str) -> dict:
   """Official-style evaluation: {"t2a": metrics, "a2t": metrics}."""
+  audio, text = np.asarray(audio, np.float64), np.asarray(text, np.float64)
   factor = np.linalg.cholesky(m)  # M = L L^T
   audio_l, text_l = audio @ factor, text @ factor
   n, nc = audio.shape[0], text.shape[0]
@@ -185,6 +188,9 @@ def _max_diff(a: dict, b: dict) -> float:
 def run(settings: Settings) -> list[Row]:
   n, d = TINY if settings.tiny else (NUM_CLIPS, DIM)
   audio, text, c2c = make_embeddings(n, d)
+  # float32, as the towers give them (evaluate.embed_in_batches); both sides read these
+  # values, the reference in float64.
+  audio, text = audio.astype(np.float32), text.astype(np.float32)
   m = make_metric(d, seed=11).astype(np.float64)
   rows = []
   for name, rank_by in (("eval", "distance"), ("eval_plan", "plan")):

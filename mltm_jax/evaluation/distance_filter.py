@@ -93,30 +93,38 @@ def below_and_upto(d2, lo, hi, axis: int, packed: bool):
   return below, jnp.sum(d2 <= hi, axis=axis, dtype=jnp.int32)
 
 
+@jax.jit
+def symmetric_part(m: jax.Array) -> jax.Array:
+  """[D, D] -> (M + M^T) / 2, in M's dtype: once per evaluation, read by :func:`prepare`,
+  :func:`calibrate` and the float64 refinement."""
+  return (m + m.T) / 2
+
+
 @functools.partial(jax.jit, static_argnames=("bound",))
-def prepare(audio, text, m, *, bound: str):
+def prepare(audio, text, sym, *, bound: str):
   """The float32 factors and the band's scale (run under x64).
 
-  audio [N, D], text [Nc, D] float32; m [D, D] float64 (as given). Returns a dict: left,
-  right (:func:`distance_factors` of sym(M) in float32), na, nt (row norms), sym (sym(M),
-  float64), finite (M, audio and text finite), mu (M's scale of the band) and, for
+  audio [N, D], text [Nc, D] float32; sym [D, D] float64, symmetric
+  (:func:`symmetric_part`). Returns a dict: left, right
+  (:func:`distance_factors` of sym in float32), na, nt (float32 row norms), finite (sym,
+  audio and text finite, and finite in float32), mu (sym's scale of the band) and, for
   "worst_case", coef (the band of entry (i, j) is coef (na_i + nt_j)^2).
   """
   d = audio.shape[1]
   u = UNIT_ROUNDOFF
-  sym = (m + m.T) / 2
   left, right = distance_factors(audio, text, sym.astype(jnp.float32))
   na = jnp.linalg.norm(audio, axis=1)
   nt = jnp.linalg.norm(text, axis=1)
-  finite = jnp.all(jnp.isfinite(m)) & jnp.all(jnp.isfinite(na)) & jnp.all(jnp.isfinite(nt))
-  out = {"left": left, "right": right, "na": na, "nt": nt, "sym": sym, "finite": finite}
+  in_range = jnp.all(jnp.abs(sym) <= jnp.finfo(jnp.float32).max)  # False for NaN too
+  finite = in_range & jnp.all(jnp.isfinite(na)) & jnp.all(jnp.isfinite(nt))
+  out = {"left": left, "right": right, "na": na, "nt": nt, "finite": finite}
   if bound == "worst_case":
     gamma = (d + 8) * u / (1.0 - (d + 8) * u) + 4 * u
     mu = jnp.max(jnp.sum(jnp.abs(sym), axis=1))  # >= ||M||_2
     # + the rounding of the inputs to float32: |d2(rounded) - d2| <= 3.01 u mu (|a| + |t|)^2.
     out["coef"] = 1.01 * 3.0 * gamma * mu + 3.01 * u * mu
   else:  # mu: a scale only, the calibrated kappa absorbs how far it is from ||M||_2
-    out["mu"] = jnp.max(jnp.linalg.norm(sym, axis=0))
+    out["mu"] = jnp.max(jnp.linalg.norm(sym, axis=1))  # rows = columns: symmetric
   return out
 
 
@@ -124,7 +132,8 @@ def prepare(audio, text, m, *, bound: str):
 def calibrate(d2, rows, cols, a_sample, t_sample, sym, na, nt, mu):
   """(kappa, coef) of the statistical band (run under x64): the float32 entries d2[rows][:,
   cols] of a computed tile against the same entries in float64 (a_sample, t_sample: the
-  float64 rows; na, nt: their norms)."""
+  float64 rows; na [N], nt [>= max(cols) + 1]: the row norms of every clip and caption)."""
+  na, nt = na[rows], nt[cols]
   d = a_sample.shape[1]
   p = jnp.dot(a_sample, sym, precision=_HIGHEST)
   q = jnp.dot(t_sample, sym, precision=_HIGHEST)
@@ -192,6 +201,8 @@ def spans(size: int, other: int, max_elements: int) -> list[tuple[int, int]]:
 
 def padded(x, length: int):
   """x (numpy or jax, [K, ...]) with zero rows appended up to ``length``."""
+  if x.shape[0] == length:
+    return x
   pad = [(0, length - x.shape[0])] + [(0, 0)] * (x.ndim - 1)
   return jnp.pad(x, pad) if isinstance(x, jax.Array) else np.pad(x, pad)
 

@@ -134,10 +134,6 @@ class _DistinctRows:
   def ids(self, idx: np.ndarray) -> np.ndarray:
     return self._content[np.searchsorted(self.index, idx)]
 
-  def times(self, m64: jax.Array) -> np.ndarray:
-    """[U, D]: each distinct row times the metric (float64, symmetric, on the device)."""
-    return _times_m(self.rows, m64)
-
 
 def _pair_dots(x: np.ndarray, xi: np.ndarray, y: np.ndarray, yi: np.ndarray) -> np.ndarray:
   """[K] dot products x[xi_k] . y[yi_k] (x [U, D], y [V, D]), once per distinct pair, so
@@ -250,9 +246,8 @@ def distance_ranks(
     return fallback((m64 + m64.T) / 2, 0.0)
 
   with jax.enable_x64(True):
-    prep = distance_filter.prepare(
-      _device32(audio), _device32(text), jnp.asarray(m_in, jnp.float64), bound=bound
-    )
+    sym = distance_filter.symmetric_part(jnp.asarray(m_in, jnp.float64))
+    prep = distance_filter.prepare(_device32(audio), _device32(text), sym, bound=bound)
     if not bool(prep["finite"]):
       raise ValueError(
         "distance_ranks: audio, text or metric_matrix has NaN or inf (or values beyond float32)"
@@ -270,13 +265,13 @@ def distance_ranks(
         jnp.asarray(cols, jnp.int32),
         a64(rows),
         t64(cols),
-        prep["sym"],
-        na[rows],
-        nt[cols],
+        sym,
+        na,
+        nt,
         prep["mu"],
       )
       kappa = float(kappa)
-  m64 = np.asarray(prep["sym"])
+  m64 = np.asarray(sym)
   full_cost = d * d * (n + nc) + d * n * nc
   max_unsure = max_refine_fraction * full_cost / (2 * d)
   unsure = 0
@@ -356,18 +351,20 @@ def distance_ranks(
   if refine_cost > max_refine_fraction * full_cost:
     return fallback(m64, kappa)
 
+  # The float64 rows times M: clips of the T2A comparisons, captions of the A2T ones (one
+  # product for both).
+  clips_t, caps_a = _DistinctRows(a64, t_clips), _DistinctRows(t64, a_caps)
+  p, qm = np.split(_times_m(np.concatenate([clips_t.rows, caps_a.rows]), sym), [len(clips_t.rows)])
   if ti.size:  # alpha_i - 2 a_i M t_j <= alpha_g - 2 a_g M t_j ?
-    clips_u, caps_u = _DistinctRows(a64, t_clips), _DistinctRows(t64, tj)
-    p = clips_u.times(prep["sym"])
-    alpha = np.einsum("kd,kd->k", p, clips_u.rows)
-    ci, cj = clips_u.ids(t_clips), caps_u.ids(np.concatenate([tj, tj]))
+    caps_u = _DistinctRows(t64, tj)
+    alpha = np.einsum("kd,kd->k", p, clips_t.rows)
+    ci, cj = clips_t.ids(t_clips), caps_u.ids(np.concatenate([tj, tj]))
     score = alpha[ci] - 2.0 * _pair_dots(p, ci, caps_u.rows, cj)
     np.add.at(t2a, tj, (score[: ti.size] <= score[ti.size :]).astype(np.int64))
   if aq.size:  # beta_j - 2 a_i M t_j <= beta_r - 2 a_i M t_r ?
-    caps_u, clips_u = _DistinctRows(t64, a_caps), _DistinctRows(a64, aq)
-    qm = caps_u.times(prep["sym"])
-    beta = np.einsum("kd,kd->k", qm, caps_u.rows)
-    cj, ci = caps_u.ids(a_caps), clips_u.ids(np.concatenate([aq, aq]))
+    clips_u = _DistinctRows(a64, aq)
+    beta = np.einsum("kd,kd->k", qm, caps_a.rows)
+    cj, ci = caps_a.ids(a_caps), clips_u.ids(np.concatenate([aq, aq]))
     score = beta[cj] - 2.0 * _pair_dots(qm, cj, clips_u.rows, ci)
     np.add.at(a2t_count, (aq, ak), (score[: aq.size] <= score[aq.size :]).astype(np.int64))
   # Sorted counts + h are the ranks of a clip's captions, best first (padding last).
