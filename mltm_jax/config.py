@@ -170,6 +170,12 @@ class Config:
     "or auto (ott, and native for --ot=partial).",
     OT_SOLVER_CHOICES,
   )
+  ot_momentum: float = _f(
+    1.0,
+    "ott solver only: over-relaxation weight w in [1, 2) of each Sinkhorn update "
+    "((1 - w) old + w new; same fixed point, fewer iterations: WORKSPACE.md, Benchmarks). "
+    "1 = plain Sinkhorn.",
+  )
   normalize_cost: bool = _f(True, "Divide the batch cost by its maximum (official code).")
   margin: float = _f(0.2, "Margin of the triplet and ranking losses.")
   triplet_warmup_steps: int = _f(
@@ -396,6 +402,13 @@ class Config:
       out.append(
         f"--ot_solver={self.ot_solver} has no partial OT (ott-jax has none); --ot=partial "
         f"needs --ot_solver={' or '.join(PARTIAL_OT_SOLVERS)}"
+      )
+    if not 1.0 <= self.ot_momentum < 2.0:
+      out.append(f"--ot_momentum must be in [1, 2), got {self.ot_momentum}")
+    elif self.ot_momentum != 1.0 and (self.loss != "mltm" or self.resolved_ot_solver != "ott"):
+      out.append(
+        f"--ot_momentum={self.ot_momentum} needs --loss=mltm with the ott solver, got "
+        f"--loss={self.loss} --ot={self.ot} --ot_solver={self.ot_solver}"
       )
     if self.learn_temperature and self.loss != "contrastive":
       out.append(f"--learn_temperature needs --loss=contrastive, got {self.loss!r}")

@@ -185,6 +185,17 @@ def test_ot_solver_auto_picks_the_solver_each_variant_has():
   # runs saved when partial OT always ran natively whatever ot_solver said
   assert upgrade_saved({"ot": "partial", "ot_solver": "ott"})["ot_solver"] == "native"
   assert upgrade_saved({"ot": "partial", "ot_solver": "auto"})["ot_solver"] == "auto"
+  # --ot_momentum: the ott solver's only
+  assert Config(ot_momentum=1.3).problems() == []
+  assert Config(ot="unbalanced", ot_momentum=1.3).problems() == []
+  for bad in (Config(ot_momentum=2.0), Config(ot_momentum=0.9)):
+    assert len(bad.problems()) == 1 and "must be in [1, 2)" in bad.problems()[0]
+  for other in (
+    Config(ot_solver="native", ot_momentum=1.3),
+    Config(ot="partial", ot_momentum=1.3),
+    Config(loss="contrastive", ot_momentum=1.3),
+  ):
+    assert len(other.problems()) == 1 and "needs --loss=mltm with the ott" in other.problems()[0]
 
 
 def test_runs_saved_before_the_metric_rate_keep_their_single_rate_optimizer(tmp_path):

@@ -89,6 +89,7 @@ _BALANCED_SOLVERS = {
   "native_auto": dict(**TIGHT),
   "native_log": dict(domain="log", **TIGHT),
   "ott_unroll": dict(solver="ott", **TIGHT),
+  "ott_momentum": dict(solver="ott", momentum=1.5, **TIGHT),
 }
 _BALANCED_CASES = [
   ("native_auto", 8),
@@ -96,6 +97,7 @@ _BALANCED_CASES = [
   ("native_log", 8),
   ("native_log", 64),
   ("ott_unroll", 8),
+  ("ott_momentum", 64),
 ]
 
 
@@ -198,6 +200,22 @@ def test_balanced_grad_converged_matches_torch_many_iterations():
     assert int(aux["ot_iterations"]) < 3000
     ref = _torch_grad(lambda x: _torch_balanced_loss(x, eps, 3000), cost)
     _assert_close_grad(grad, ref)
+
+
+@pytest.mark.parametrize("momentum", [1.3, 1.5])
+def test_ott_momentum_same_fixed_point_fewer_iterations(momentum):
+  """Over-relaxed ott Sinkhorn: the converged loss and gradient of plain Sinkhorn run to
+  3000 iterations (torch autograd through POT's updates), in fewer iterations than
+  without momentum."""
+  b, eps = 64, 0.05
+  cost = _cost(b, "pairs", seed=17)
+  _, plain, _ = _run("balanced", cost, eps, solver="ott", **TIGHT)
+  loss, aux, grad = _run("balanced", cost, eps, solver="ott", momentum=momentum, **TIGHT)
+  assert bool(aux["ot_converged"])
+  assert int(aux["ot_iterations"]) < int(plain["ot_iterations"]), (aux, plain)
+  ref_loss = _torch_balanced_loss(torch.tensor(cost), eps, 3000).item()
+  assert abs(loss - ref_loss) <= 1e-5
+  _assert_close_grad(grad, _torch_grad(lambda x: _torch_balanced_loss(x, eps, 3000), cost))
 
 
 @pytest.mark.slow  # compiles for several seconds on 2 cores
@@ -397,6 +415,10 @@ def test_bad_arguments_raise():
     ot_lib.solve_partial(c, 0.05, 1.5)
   with pytest.raises(ValueError, match="implicit"):
     ot_lib.solve_balanced(c, 0.05, differentiation="implicit")
+  with pytest.raises(ValueError, match="momentum must be in"):
+    ot_lib.solve_balanced(c, 0.05, solver="ott", momentum=2.0)
+  with pytest.raises(ValueError, match="needs solver='ott'"):
+    ot_lib.solve_balanced(c, 0.05, momentum=1.3)
   with pytest.raises(TypeError, match="solver option"):
     mltm_loss(c, eps=0.05, variant="partial", threshold=1e-3)
 
@@ -531,16 +553,25 @@ def test_baseline_hand_cases():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("eps", [0.005, 0.5])
-@pytest.mark.parametrize("variant", ["balanced", "unbalanced"])
-def test_ott_solver_path_finite_over_eps_range(eps, variant):
-  """The ott-jax path (the default of launch.train) is finite at both ends of the eps range."""
+@pytest.mark.parametrize(
+  "variant,momentum",
+  [("balanced", 1.0), ("unbalanced", 1.0), ("balanced", 1.5), ("unbalanced", 1.5)],
+)
+def test_ott_solver_path_finite_over_eps_range(eps, variant, momentum):
+  """The ott-jax path (the default of launch.train) is finite at both ends of the eps range,
+  with and without over-relaxation (--ot_momentum)."""
   from mltm_jax.losses.mltm import mltm_loss
 
   rng = np.random.default_rng(0)
   f = jax.jit(
     jax.value_and_grad(
       lambda x: mltm_loss(
-        x, eps=eps, variant=variant, tau=0.9 if variant == "unbalanced" else 1.0, solver="ott"
+        x,
+        eps=eps,
+        variant=variant,
+        tau=0.9 if variant == "unbalanced" else 1.0,
+        solver="ott",
+        momentum=momentum,
       )[0]
     )
   )  # one program for the three costs, as in the train step
@@ -571,3 +602,20 @@ def test_triplet_warmup_uses_every_negative_then_the_hardest():
     assert abs(float(fn(x, y, step)) - ref(sim, 0.2).item()) <= 1e-5, step
   no_warmup = batch_loss(cfg.replace(triplet_warmup_steps=0), x, y, {}, {}, 0)[0]
   assert abs(float(no_warmup) - _torch_triplet(sim, 0.2).item()) <= 1e-5
+
+
+def test_ot_momentum_flag_reaches_the_ott_solver():
+  """--ot_momentum: the train step's loss has the same value in fewer Sinkhorn iterations."""
+  from mltm_jax.config import Config
+  from mltm_jax.losses import batch_loss
+
+  rng = np.random.default_rng(29)
+  a = rng.normal(size=(64, 16))
+  t = a + rng.normal(size=(64, 16))
+  x = jnp.asarray(a / np.linalg.norm(a, axis=1, keepdims=True), jnp.float32)
+  y = jnp.asarray(t / np.linalg.norm(t, axis=1, keepdims=True), jnp.float32)
+  metric = {"M": jnp.eye(16)}
+  plain_loss, plain = batch_loss(Config(metric="full"), x, y, metric, {}, 0)
+  loss, aux = batch_loss(Config(metric="full", ot_momentum=1.5), x, y, metric, {}, 0)
+  assert int(aux["ot_iterations"]) < int(plain["ot_iterations"]), (aux, plain)
+  assert abs(float(loss) - float(plain_loss)) <= 1e-3

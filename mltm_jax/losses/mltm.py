@@ -51,7 +51,7 @@ def mltm_loss(
       behaviour; the gradient flows through the max).
     **solver_options: passed to :func:`mltm_jax.ot.solve_balanced`
       (``threshold``, ``min_iterations``, ``max_iterations``,
-      ``inner_iterations``, ``domain``, ``solver``, ``differentiation``) or,
+      ``inner_iterations``, ``domain``, ``solver``, ``differentiation``, ``momentum``) or,
       for ``'partial'``, :func:`mltm_jax.ot.solve_partial`
       (``num_iterations``, ``domain``, ``solver``: ``'native'`` only).
 

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 from ott.geometry import geometry
 from ott.problems.linear import linear_problem
+from ott.solvers.linear import acceleration
 from ott.solvers.linear import implicit_differentiation
 from ott.solvers.linear import sinkhorn
 
@@ -28,6 +29,7 @@ def solve_ott(
   tau_b: float,
   differentiation: str,
   loop_kw: dict[str, Any],
+  momentum: float = 1.0,
 ) -> OTResult:
   """ott-jax's Sinkhorn on ``cost [B, B']`` with uniform marginals.
 
@@ -36,6 +38,8 @@ def solve_ott(
       :func:`mltm_jax.ot.sinkhorn.solve_balanced` (checked there).
     loop_kw: ``threshold``, ``min_iterations``, ``max_iterations``,
       ``inner_iterations``.
+    momentum: over-relaxation weight w of every potential update (``(1 - w) old + w new``,
+      ott's constant ``Momentum``); 1 = plain Sinkhorn.
 
   Returns:
     :class:`OTResult`, ``log_plan = (f_i + g_j - C_ij) / eps`` float ``[B, B']``.
@@ -53,6 +57,7 @@ def solve_ott(
     max_iterations=loop_kw["max_iterations"],
     inner_iterations=loop_kw["inner_iterations"],
     implicit_diff=implicit,
+    momentum=acceleration.Momentum(value=momentum) if momentum != 1.0 else None,
   )
   out = solver(prob)
   errors = out.errors

@@ -328,6 +328,7 @@ def solve_balanced(
   domain: str = "auto",
   solver: str = "native",
   differentiation: str = "unroll",
+  momentum: float = 1.0,
 ) -> OTResult:
   """Entropic (un)balanced OT with uniform marginals, by Sinkhorn iterations.
 
@@ -351,6 +352,9 @@ def solve_balanced(
       docstring) or ``'ott'`` (ott-jax's ``Sinkhorn``).
     differentiation: ``'unroll'`` (back-propagate through the iterations run)
       or ``'implicit'`` (ott's implicit differentiation; ``solver='ott'`` only).
+    momentum: ``solver='ott'`` only: over-relaxation weight w in [1, 2) of each
+      potential update, ``(1 - w) old + w new`` (ott's constant ``Momentum``); the
+      fixed point is the same, it is reached in fewer iterations. 1: plain Sinkhorn.
 
   Returns:
     :class:`~mltm_jax.ot.result.OTResult` with ``log_plan [B, B']``.
@@ -365,6 +369,10 @@ def solve_balanced(
     )
   if differentiation == "implicit" and solver != "ott":
     raise costs.fail(fn, "differentiation='implicit' needs solver='ott'")
+  if not 1.0 <= momentum < 2.0:
+    raise costs.fail(fn, f"momentum must be in [1, 2), got {momentum}")
+  if momentum != 1.0 and solver != "ott":
+    raise costs.fail(fn, "momentum != 1 needs solver='ott'")
   if not (0.0 < tau_a <= 1.0 and 0.0 < tau_b <= 1.0):
     raise costs.fail(fn, f"tau_a and tau_b must be in (0, 1], got {tau_a}, {tau_b}")
   if not (
@@ -385,7 +393,7 @@ def solve_balanced(
     inner_iterations=inner_iterations,
   )
   if solver == "ott":
-    return solve_ott(cost, eps, tau_a, tau_b, differentiation, loop_kw)
+    return solve_ott(cost, eps, tau_a, tau_b, differentiation, loop_kw, momentum)
   balanced = tau_a == 1.0 and tau_b == 1.0
   # A constant shift of the cost leaves the balanced plan unchanged; it keeps
   # the kernel's largest entry at 1. The unbalanced plan depends on it.
