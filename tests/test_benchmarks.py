@@ -130,3 +130,19 @@ def test_tiny_data_rows(tmp_path):
     assert r["bound"] == "memory" and 0 < r["limit_fraction"] < 1.6, r
   assert rows[0]["ref_rss_peak_mb"] > 50 and rows[0]["ref_clips_per_s"] > 0
   assert [p.name for p in data_dir.iterdir()] == ["mine"]  # its datasets deleted, only those
+
+
+def test_ott_knobs_probe_runs(capsys):
+  """benchmarks.ott_knobs at a toy shape: a line per variant, momentum in fewer iterations."""
+  from benchmarks import ott_knobs
+
+  ott_knobs.measure(32, 64, runs=1)
+  lines = capsys.readouterr().out.splitlines()
+  assert len(lines) == 1 + len(ott_knobs.VARIANTS)
+  iters = {
+    line.split("x  iterations")[0]: int(line.split("iterations")[1].split()[0])
+    for line in lines[1:]
+  }
+  plain = next(v for k, v in iters.items() if "ott (default)" in k)
+  faster = next(v for k, v in iters.items() if "momentum 1.5 " in k or k.rstrip().endswith("1.5"))
+  assert faster < plain, iters

@@ -1,0 +1,106 @@
+"""Which ott-jax Sinkhorn settings move the default loss path, against the cost-only time.
+
+  python -m benchmarks.ott_knobs [--shapes=256x1024,256x512,1024x512,1024x1024] [--runs=15]
+
+The loss benchmark's inputs and stopping rule (``benchmarks/cpu/bench_loss.py``: eps 0.05, L1
+column error < 1e-4) at each B x D; per variant, m-LTM loss + gradient w.r.t. (u, v, M), jitted.
+Variants: ott as launch.train runs it (error checked every 10 iterations), ott checked every 5,
+ott with ``--ot_momentum`` 1.3 and 1.5 (each check interval), and the native solver. The calls
+of every variant and of the cost-only program (the distance matrix and its gradient) alternate,
+``--runs`` rounds; each cell is the median. Printed per variant: time, time / cost-only,
+iterations, |loss - converged loss| (float64 POT to 1e-12) and the largest gradient difference
+to plain ott's, relative to its largest entry.
+"""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+
+from benchmarks.cpu import bench_loss as bl
+from mltm_jax import metric as metric_lib
+from mltm_jax.losses.mltm import mltm_loss
+
+_SHAPES = flags.DEFINE_list("shapes", ["256x1024", "256x512", "1024x512", "1024x1024"], "B x D.")
+_RUNS = flags.DEFINE_integer("runs", 15, "Alternating rounds of calls (median per variant).")
+
+# name: (solver, check every, momentum)
+VARIANTS = {
+  "ott (default)": ("ott", 10, 1.0),
+  "ott, check every 5": ("ott", 5, 1.0),
+  "ott, momentum 1.3": ("ott", 10, 1.3),
+  "ott, momentum 1.5": ("ott", 10, 1.5),
+  "ott, momentum 1.3, every 5": ("ott", 5, 1.3),
+  "ott, momentum 1.5, every 5": ("ott", 5, 1.5),
+  "native": ("native", 10, 1.0),
+}
+
+
+def loss_and_grad(solver: str, inner: int, momentum: float):
+  """jit((u, v, M) -> ((loss, iterations), grads))."""
+
+  def loss(u, v, m):
+    cost = metric_lib.mahalanobis(u, v, {"M": m}, "full")
+    extra = {"momentum": momentum} if momentum != 1.0 else {}
+    value, aux = mltm_loss(
+      cost,
+      eps=bl.EPS,
+      solver=solver,
+      threshold=bl.OURS_THRESHOLD,
+      max_iterations=bl.MAX_ITERATIONS,
+      inner_iterations=inner,
+      **extra,
+    )
+    return value, aux["ot_iterations"]
+
+  return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))
+
+
+def measure(b: int, d: int, runs: int) -> None:
+  u, v = bl.make_pairs(b, d, seed=b + d)
+  m = bl.make_metric(d, seed=b + d)
+  target = bl.converged_loss(bl.cost64(u, v, m), bl.EPS)
+  args = tuple(jnp.asarray(x) for x in (u, v, m))
+  w = jnp.asarray(np.random.default_rng(0).normal(size=(b, b)).astype(np.float32))
+  calls = {"cost only": lambda: bl.cost_only_fn()(*args, w)}
+  outs = {}
+  for name, spec in VARIANTS.items():
+    fn = loss_and_grad(*spec)
+    outs[name] = jax.block_until_ready(fn(*args))
+    calls[name] = lambda fn=fn: fn(*args)
+  times: dict[str, list[float]] = {name: [] for name in calls}
+  for name, call in calls.items():
+    jax.block_until_ready(call())
+  for _ in range(runs):
+    for name, call in calls.items():
+      start = time.perf_counter()
+      jax.block_until_ready(call())
+      times[name].append(time.perf_counter() - start)
+  cost_s = float(np.median(times["cost only"]))
+  print(f"B={b} D={d}: cost only {cost_s * 1e3:.1f} ms")
+  (_, _), base_grads = outs["ott (default)"]
+  for name in VARIANTS:
+    (loss, iters), grads = outs[name]
+    diff = max(
+      float(jnp.max(jnp.abs(g - g0)) / jnp.max(jnp.abs(g0))) for g, g0 in zip(grads, base_grads)
+    )
+    s = float(np.median(times[name]))
+    print(
+      f"  {name:28s} {s * 1e3:8.1f} ms {s / cost_s:6.2f}x  iterations {int(iters):4d}"
+      f"  |loss - converged| {abs(float(loss) - target):.1e}  grad diff {diff:.1e}"
+    )
+
+
+def main(argv):
+  del argv
+  for shape in _SHAPES.value:
+    b, d = (int(x) for x in shape.split("x"))
+    measure(b, d, _RUNS.value)
+
+
+if __name__ == "__main__":
+  app.run(main)
