@@ -129,12 +129,18 @@ def time_interleaved(
   warmup: int = 1,
   budget_s: float | None = None,
   min_runs: int = 3,
+  settle: list[float] | None = None,
 ) -> tuple[Timing, Any, Timing, Any]:
   """Times ``ours()`` and ``ref()`` alternately: (ours timing, ours out, ref timing, ref out).
 
   Call i of each runs back to back, so both see the same machine load (the
   workplace is shared); the reference stops after ``min_runs`` calls once its
   calls took ``budget_s`` seconds (ours keeps ``runs`` calls).
+
+  ``settle``: a list, to time each call of ours right after an untimed call of ours (whose
+  seconds are appended to the list). For a call of ours much shorter than the reference's:
+  this machine makes memory that sat unused for seconds slow to touch again (WORKSPACE.md,
+  Benchmarks), so the first call after a long reference measures that, not our code.
   """
   if runs < 1:
     raise ValueError(f"benchmarks/timing.py: runs must be >= 1, got {runs}")
@@ -149,6 +155,10 @@ def time_interleaved(
       start = time.perf_counter()
       out_r = block(ref())
       t_r.append(time.perf_counter() - start)
+    if settle is not None:
+      start = time.perf_counter()
+      block(ours())
+      settle.append(time.perf_counter() - start)
     start = time.perf_counter()
     out_o = block(ours())
     t_o.append(time.perf_counter() - start)
@@ -212,7 +222,7 @@ class Settings:
     return time_call(fn, runs=self.runs, budget_s=self.ref_budget_s)
 
   def time_pair(
-    self, ours: Callable[[], Any], ref: Callable[[], Any]
+    self, ours: Callable[[], Any], ref: Callable[[], Any], settle: list[float] | None = None
   ) -> tuple[Timing, Any, Timing, Any]:
     """Ours and the reference alternately (:func:`time_interleaved`)."""
-    return time_interleaved(ours, ref, runs=self.runs, budget_s=self.ref_budget_s)
+    return time_interleaved(ours, ref, runs=self.runs, budget_s=self.ref_budget_s, settle=settle)

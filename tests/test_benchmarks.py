@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest  # noqa: E402
@@ -146,3 +147,19 @@ def test_ott_knobs_probe_runs(capsys):
   plain = next(v for k, v in iters.items() if "ott (default)" in k)
   faster = next(v for k, v in iters.items() if "momentum 1.5 " in k or k.rstrip().endswith("1.5"))
   assert faster < plain, iters
+
+
+def test_time_interleaved_settle_times_the_second_call_of_each_pair():
+  """settle: each timed call of ours follows an untimed one; the reference alternates."""
+  from benchmarks.timing import time_interleaved
+
+  calls = []
+
+  def ours():
+    calls.append("ours")
+    time.sleep(0.02 if calls.count("ours") % 2 == 1 else 0.0)  # calls 3, 5, 7: the timed ones
+
+  first: list[float] = []
+  t_o, _, t_r, _ = time_interleaved(ours, lambda: calls.append("ref"), runs=3, settle=first)
+  assert calls == ["ref", "ours"] + ["ref", "ours", "ours"] * 3
+  assert len(first) == 3 and max(first) < 0.01 <= t_o.min_s and t_r.runs == 3
