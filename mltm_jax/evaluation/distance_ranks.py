@@ -271,7 +271,6 @@ def distance_ranks(
         prep["mu"],
       )
       kappa = float(kappa)
-  m64 = np.asarray(sym)
   full_cost = d * d * (n + nc) + d * n * nc
   max_unsure = max_refine_fraction * full_cost / (2 * d)
   unsure = 0
@@ -298,7 +297,7 @@ def distance_ranks(
     t2a[lo:hi] += sure
     unsure += int(u.sum())
     if unsure > max_unsure:  # a collapsed model: everything ties
-      return fallback(m64, kappa)
+      return fallback(np.asarray(sym), kappa)
     cols = np.flatnonzero(u)
     if cols.size:
       sub = np.asarray(d2)[:, cols]
@@ -330,7 +329,7 @@ def distance_ranks(
     a2t_count[lo:hi] = sure
     unsure += int(u.sum())
     if unsure > max_unsure:
-      return fallback(m64, kappa)
+      return fallback(np.asarray(sym), kappa)
     rows, ks = np.nonzero(u)
     if rows.size:
       sub = np.asarray(d2)[rows]
@@ -349,7 +348,7 @@ def distance_ranks(
   refine_cost = d * d * (np.unique(t_clips).size + np.unique(a_caps).size)
   refine_cost += 2 * d * (ti.size + aq.size)
   if refine_cost > max_refine_fraction * full_cost:
-    return fallback(m64, kappa)
+    return fallback(np.asarray(sym), kappa)
 
   # The float64 rows times M: clips of the T2A comparisons, captions of the A2T ones (one
   # product for both).
