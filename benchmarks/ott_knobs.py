@@ -25,9 +25,6 @@ from benchmarks.cpu import bench_loss as bl
 from mltm_jax import metric as metric_lib
 from mltm_jax.losses.mltm import mltm_loss
 
-_SHAPES = flags.DEFINE_list("shapes", ["256x1024", "256x512", "1024x512", "1024x1024"], "B x D.")
-_RUNS = flags.DEFINE_integer("runs", 15, "Alternating rounds of calls (median per variant).")
-
 # name: (solver, check every, momentum)
 VARIANTS = {
   "ott (default)": ("ott", 10, 1.0),
@@ -97,10 +94,13 @@ def measure(b: int, d: int, runs: int) -> None:
 
 def main(argv):
   del argv
-  for shape in _SHAPES.value:
+  for shape in flags.FLAGS.shapes:
     b, d = (int(x) for x in shape.split("x"))
-    measure(b, d, _RUNS.value)
+    measure(b, d, flags.FLAGS.runs)
 
 
 if __name__ == "__main__":
+  # Defined here, not at import: tests import this module beside benchmarks.scaling (--runs).
+  flags.DEFINE_list("shapes", ["256x1024", "256x512", "1024x512", "1024x1024"], "B x D.")
+  flags.DEFINE_integer("runs", 15, "Alternating rounds of calls (median per variant).")
   app.run(main)
