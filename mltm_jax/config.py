@@ -17,6 +17,9 @@ OT_SOLVERS = ("ott", "native")
 PARTIAL_OT_SOLVERS = ("native",)  # ott-jax has no partial-OT solver
 # --ot_solver: "auto" = ott for balanced and unbalanced OT, native for partial OT.
 OT_SOLVER_CHOICES = ("auto",) + OT_SOLVERS
+# --ot_differentiation: "auto" = envelope for balanced OT, unroll for partial and unbalanced OT.
+OT_DIFFERENTIATIONS = ("envelope", "unroll")
+OT_DIFFERENTIATION_CHOICES = ("auto",) + OT_DIFFERENTIATIONS
 METRICS = ("full", "diagonal", "identity", "lowrank")
 METRIC_INITS = ("identity", "official")
 DATASETS = ("synthcaps", "clotho", "prepared")
@@ -54,8 +57,9 @@ def upgrade_saved(raw: dict[str, Any]) -> dict[str, Any]:
   Runs written before --ot_solver applied to partial OT hold ot_solver='ott' with
   ot='partial'; they ran the native solver (the only partial one), which this records.
   Runs written before --metric_learning_rate existed ran one Adam rate for everything (0).
+  Runs written before --ot_differentiation existed differentiated through the iterations.
   """
-  raw = {"metric_learning_rate": 0.0, **raw}
+  raw = {"metric_learning_rate": 0.0, "ot_differentiation": "unroll", **raw}
   if raw.get("ot") == "partial" and raw.get("ot_solver") == "ott":
     return {**raw, "ot_solver": PARTIAL_OT_SOLVERS[0]}
   return raw
@@ -165,8 +169,8 @@ class Config:
   tau: float = _f(0.9, "Marginal relaxation tau of unbalanced OT (1 = balanced).")
   ot_solver: str = _f(
     "auto",
-    "OT solver of m-LTM: ott (ott-jax's Sinkhorn, unrolled differentiation; balanced and "
-    "unbalanced only: ott-jax has no partial OT), native (ours, custom backward pass; faster) "
+    "OT solver of m-LTM: ott (ott-jax's Sinkhorn; balanced and unbalanced only: ott-jax has "
+    "no partial OT), native (ours, hand-written backward pass; faster when unrolled) "
     "or auto (ott, and native for --ot=partial).",
     OT_SOLVER_CHOICES,
   )
@@ -175,6 +179,13 @@ class Config:
     "ott solver only: over-relaxation weight w in [1, 2) of each Sinkhorn update "
     "((1 - w) old + w new; same fixed point, fewer iterations: WORKSPACE.md, Benchmarks). "
     "1 = plain Sinkhorn.",
+  )
+  ot_differentiation: str = _f(
+    "auto",
+    "Gradient of the m-LTM loss: envelope (balanced OT only: (I/B - P)/eps, the solver runs "
+    "forward only; exact at convergence), unroll (through the Sinkhorn iterations, as the "
+    "official code) or auto (envelope for balanced OT, unroll otherwise).",
+    OT_DIFFERENTIATION_CHOICES,
   )
   normalize_cost: bool = _f(True, "Divide the batch cost by its maximum (official code).")
   margin: float = _f(0.2, "Margin of the triplet and ranking losses.")
@@ -267,6 +278,13 @@ class Config:
     if self.ot_solver != "auto":
       return self.ot_solver
     return PARTIAL_OT_SOLVERS[0] if self.ot == "partial" else "ott"
+
+  @property
+  def resolved_ot_differentiation(self) -> str:
+    """The m-LTM loss's gradient --ot_differentiation names (auto: envelope for balanced OT)."""
+    if self.ot_differentiation != "auto":
+      return self.ot_differentiation
+    return "envelope" if self.ot == "balanced" else "unroll"
 
   @property
   def effective_metric(self) -> str:
@@ -409,6 +427,11 @@ class Config:
       out.append(
         f"--ot_momentum={self.ot_momentum} needs --loss=mltm with the ott solver, got "
         f"--loss={self.loss} --ot={self.ot} --ot_solver={self.ot_solver}"
+      )
+    if self.ot_differentiation == "envelope" and (self.loss != "mltm" or self.ot != "balanced"):
+      out.append(
+        "--ot_differentiation=envelope needs --loss=mltm with --ot=balanced (the envelope "
+        f"gradient is that of balanced OT), got --loss={self.loss} --ot={self.ot}"
       )
     if self.learn_temperature and self.loss != "contrastive":
       out.append(f"--learn_temperature needs --loss=contrastive, got {self.loss!r}")

@@ -53,7 +53,8 @@ def test_quick_loss_and_eval_rows_agree(tmp_path):
   out = _run("--quick", "--tiny", "--only=loss,eval", f"--json={out_file}")
   assert out.returncode == 0, out.stderr[-3000:]
   rows = json.loads(out_file.read_text())
-  assert [r["name"] for r in rows] == ["loss", "loss_native", "eval", "eval_plan"]
+  assert [r["name"] for r in rows] == ["loss", "loss_native", "loss_unrolled", "eval", "eval_plan"]
+  assert [r["params"]["gradient"] for r in rows[:3]] == ["envelope", "envelope", "unroll"]
   for r in rows:
     assert set(r) == KEYS | LIMIT_KEYS, r
     assert isinstance(r["params"], dict) and r["params"], r
@@ -142,7 +143,12 @@ def test_ott_knobs_probe_runs(capsys):
   assert set(table) == set(ott_knobs.VARIANTS)
   plain = table["ott (default)"]
   assert table["ott, momentum 1.5"]["iterations"] < plain["iterations"], table
-  assert all(row["loss_gap"] <= 1e-4 and row["grad_diff"] <= 1e-3 for row in table.values()), table
+  assert table["ott, unrolled"]["iterations"] == plain["iterations"], table
+  # Stopped at L1 error 1e-4: the unrolled gradients within 1e-4 of the reference's (measured
+  # 5e-5), the envelope ones within about the threshold's order (measured 8e-4 to 1.8e-3).
+  for name, row in table.items():
+    assert row["loss_gap"] <= 1e-4, (name, row)
+    assert row["grad_err"] <= (5e-4 if "unrolled" in name else 5e-3), (name, row)
 
 
 def test_time_interleaved_settle_times_the_second_call_of_each_pair():

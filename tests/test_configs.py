@@ -185,6 +185,20 @@ def test_ot_solver_auto_picks_the_solver_each_variant_has():
   # runs saved when partial OT always ran natively whatever ot_solver said
   assert upgrade_saved({"ot": "partial", "ot_solver": "ott"})["ot_solver"] == "native"
   assert upgrade_saved({"ot": "partial", "ot_solver": "auto"})["ot_solver"] == "auto"
+  # --ot_differentiation: auto = envelope for balanced OT only; runs saved before it unrolled.
+  assert Config().resolved_ot_differentiation == "envelope"
+  assert Config(ot_solver="native").resolved_ot_differentiation == "envelope"
+  for ot in ("partial", "unbalanced"):
+    assert Config(ot=ot).resolved_ot_differentiation == "unroll"
+    assert Config(ot=ot, ot_differentiation="unroll").problems() == []
+    assert "--ot_differentiation=envelope needs" in " ".join(
+      Config(ot=ot, ot_differentiation="envelope").problems()
+    )
+  assert "envelope needs" in " ".join(
+    Config(loss="contrastive", ot_differentiation="envelope").problems()
+  )
+  assert upgrade_saved({})["ot_differentiation"] == "unroll"
+  assert upgrade_saved({"ot_differentiation": "auto"})["ot_differentiation"] == "auto"
   # --ot_momentum: the ott solver's only
   assert Config(ot_momentum=1.3).problems() == []
   assert Config(ot="unbalanced", ot_momentum=1.3).problems() == []

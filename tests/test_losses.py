@@ -218,6 +218,38 @@ def test_ott_momentum_same_fixed_point_fewer_iterations(momentum):
   _assert_close_grad(grad, _torch_grad(lambda x: _torch_balanced_loss(x, eps, 3000), cost))
 
 
+@pytest.mark.parametrize("solver", ["ott", "native"])
+def test_envelope_gradient_is_the_converged_gradient(solver):
+  """differentiation='envelope': the loss of the iterations run, and the gradient of the
+  converged loss (torch autograd through POT's updates run to 5000 iterations), from a solve
+  that runs forward only."""
+  for b, kind, eps in ((8, "uniform", 0.05), (64, "pairs", 0.05), (64, "uniform", 0.02)):
+    cost = _cost(b, kind, seed=5 * b)
+    loss, aux, grad = _run(
+      "balanced", cost, eps, solver=solver, differentiation="envelope", **TIGHT
+    )
+    assert bool(aux["ot_converged"])
+    unrolled, _, _ = _run("balanced", cost, eps, solver=solver, **TIGHT)
+    assert abs(loss - unrolled) <= 1e-6
+    ref_loss = _torch_balanced_loss(torch.tensor(cost), eps, 5000).item()
+    assert abs(loss - ref_loss) <= 1e-5
+    _assert_close_grad(grad, _torch_grad(lambda x: _torch_balanced_loss(x, eps, 5000), cost))
+
+
+@pytest.mark.parametrize("threshold", [1e-3, 1e-4])
+def test_envelope_gradient_error_follows_the_stopping_threshold(threshold):
+  """Stopped early, the envelope gradient is off by about the marginal error it stopped at
+  (measured: 1.6e-3 and 2.2e-4 of the largest entry at 1e-3 and 1e-4); bound: 10 x."""
+  b, eps = 64, 0.05
+  cost = _cost(b, "pairs", seed=5 * b)
+  _, aux, grad = _run(
+    "balanced", cost, eps, solver="ott", differentiation="envelope", threshold=threshold
+  )
+  assert float(aux["ot_error"]) <= threshold
+  ref = _torch_grad(lambda x: _torch_balanced_loss(x, eps, 5000), cost)
+  _assert_close_grad(grad, ref, rel=10 * threshold)
+
+
 @pytest.mark.slow  # compiles for several seconds on 2 cores
 def test_partial_grad_matches_torch_same_iterations():
   """Autograd through POT's own partial solver (torch backend), 200 cycles."""
@@ -421,6 +453,11 @@ def test_bad_arguments_raise():
     ot_lib.solve_balanced(c, 0.05, momentum=1.3)
   with pytest.raises(TypeError, match="solver option"):
     mltm_loss(c, eps=0.05, variant="partial", threshold=1e-3)
+  with pytest.raises(ValueError, match="differentiation must be one of"):
+    mltm_loss(c, eps=0.05, differentiation="nope")
+  for variant in ("partial", "unbalanced"):
+    with pytest.raises(ValueError, match="envelope' needs variant 'balanced'"):
+      mltm_loss(c, eps=0.05, variant=variant, differentiation="envelope")
 
 
 def test_log_plan_rectangular_marginals():
@@ -554,12 +591,20 @@ def test_baseline_hand_cases():
 @pytest.mark.slow
 @pytest.mark.parametrize("eps", [0.005, 0.5])
 @pytest.mark.parametrize(
-  "variant,momentum",
-  [("balanced", 1.0), ("unbalanced", 1.0), ("balanced", 1.5), ("unbalanced", 1.5)],
+  "variant,momentum,differentiation",
+  [
+    ("balanced", 1.0, "envelope"),
+    ("balanced", 1.3, "envelope"),
+    ("balanced", 1.0, "unroll"),
+    ("unbalanced", 1.0, "unroll"),
+    ("balanced", 1.5, "unroll"),
+    ("unbalanced", 1.5, "unroll"),
+  ],
 )
-def test_ott_solver_path_finite_over_eps_range(eps, variant, momentum):
-  """The ott-jax path (the default of launch.train) is finite at both ends of the eps range,
-  with and without over-relaxation (--ot_momentum)."""
+def test_ott_solver_path_finite_over_eps_range(eps, variant, momentum, differentiation):
+  """The ott-jax path (the default of launch.train, with the envelope gradient for balanced
+  OT) is finite at both ends of the eps range, with and without over-relaxation
+  (--ot_momentum), and so is the unrolled gradient."""
   from mltm_jax.losses.mltm import mltm_loss
 
   rng = np.random.default_rng(0)
@@ -572,6 +617,7 @@ def test_ott_solver_path_finite_over_eps_range(eps, variant, momentum):
         tau=0.9 if variant == "unbalanced" else 1.0,
         solver="ott",
         momentum=momentum,
+        differentiation=differentiation,
       )[0]
     )
   )  # one program for the three costs, as in the train step
@@ -619,3 +665,32 @@ def test_ot_momentum_flag_reaches_the_ott_solver():
   loss, aux = batch_loss(Config(metric="full", ot_momentum=1.5), x, y, metric, {}, 0)
   assert int(aux["ot_iterations"]) < int(plain["ot_iterations"]), (aux, plain)
   assert abs(float(loss) - float(plain_loss)) <= 1e-3
+
+
+def test_default_train_loss_uses_the_envelope_gradient():
+  """--ot_differentiation=auto (the default) gives balanced m-LTM the envelope gradient, and
+  --ot_differentiation=unroll the unrolled one: same loss; gradients w.r.t. the embeddings
+  apart by about the default stopping threshold (1e-3). (Each against the converged gradient:
+  the tests above.)"""
+  from mltm_jax.config import Config
+  from mltm_jax.losses import batch_loss
+
+  rng = np.random.default_rng(31)
+  a = rng.normal(size=(64, 16))
+  t = a + rng.normal(size=(64, 16))
+  x = jnp.asarray(a / np.linalg.norm(a, axis=1, keepdims=True), jnp.float32)
+  y = jnp.asarray(t / np.linalg.norm(t, axis=1, keepdims=True), jnp.float32)
+  metric = {"M": jnp.eye(16)}
+
+  def grads(cfg):
+    fn = jax.value_and_grad(lambda u: batch_loss(cfg, u, y, metric, {}, 0)[0])
+    loss, g = fn(x)
+    return float(loss), np.asarray(g, np.float64)
+
+  default = Config(metric="full")
+  assert default.resolved_ot_differentiation == "envelope"
+  loss_env, g_env = grads(default)
+  loss_unr, g_unr = grads(default.replace(ot_differentiation="unroll"))
+  assert abs(loss_env - loss_unr) <= 1e-6
+  gap = np.max(np.abs(g_env - g_unr)) / np.max(np.abs(g_unr))
+  assert 0.0 < gap <= 1e-2, gap

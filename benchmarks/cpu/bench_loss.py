@@ -1,8 +1,11 @@
 """Benchmark ``loss``: m-LTM loss + gradient w.r.t. the embeddings and M.
 
 Ours: ``mahalanobis`` (matrix products) -> ``mltm_loss`` (balanced, cost / max),
-``jax.value_and_grad`` under ``jax.jit``, with ``solver='ott'`` (row ``loss``) and
-``solver='native'`` (row ``loss_native``).
+``jax.value_and_grad`` under ``jax.jit``: launch.train's default gradient
+(``--ot_differentiation=auto``: the envelope gradient, the solver forward only) with
+``solver='ott'`` (row ``loss``, the default path) and ``solver='native'`` (row
+``loss_native``), and the gradient unrolled through ott's iterations (row ``loss_unrolled``,
+the official code's way of differentiating).
 
 Reference (the official code's style, written here from the method's description):
 torch float32; the cost ``sqrt((u_i - v_j) M (u_i - v_j)^T)`` from the [B, B, D]
@@ -38,6 +41,7 @@ from benchmarks.roofline import Work, array_bytes, xla_flops
 from benchmarks.timing import Row, Settings
 from benchmarks.references.torch_loss import official_cost
 from mltm_jax import metric as metric_lib
+from mltm_jax.config import Config
 from mltm_jax.losses.mltm import mltm_loss
 
 EPS = 0.05
@@ -130,8 +134,11 @@ def reference_loss(u: np.ndarray, v: np.ndarray, m: np.ndarray, stop_thr: float)
 # ----------------------------------------------------------------------------- ours
 
 
+DEFAULT_DIFFERENTIATION = Config().resolved_ot_differentiation  # launch.train's
+
+
 @functools.cache
-def ours_loss_fn(solver: str):
+def ours_loss_fn(solver: str, differentiation: str = DEFAULT_DIFFERENTIATION):
   """jit((u, v, M) -> ((loss, iterations), (grad_u, grad_v, grad_M)))."""
 
   def loss(u, v, m):
@@ -141,6 +148,7 @@ def ours_loss_fn(solver: str):
       eps=EPS,
       variant="balanced",
       solver=solver,
+      differentiation=differentiation,
       threshold=OURS_THRESHOLD,
       max_iterations=MAX_ITERATIONS,
     )
@@ -182,6 +190,9 @@ def loss_work(
   )
 
 
+ENVELOPE_MODEL = "4 B^2 per Sinkhorn iteration (forward only: the envelope gradient)"
+
+
 def grad_rel_error(ours, ref) -> float:
   """max over (u, v, M) of max|ours - ref| / max|ref|.
 
@@ -218,8 +229,13 @@ def bench_shape(b: int, d: int, settings: Settings) -> list[Row]:
   cost_flops = xla_flops(cost_fn, ju, jv, jm, w)
 
   rows = []
-  for name, solver in (("loss", "ott"), ("loss_native", "native")):
-    fn = ours_loss_fn(solver)
+  variants = (
+    ("loss", "ott", DEFAULT_DIFFERENTIATION),
+    ("loss_native", "native", DEFAULT_DIFFERENTIATION),
+    ("loss_unrolled", "ott", "unroll"),
+  )
+  for name, solver, differentiation in variants:
+    fn = ours_loss_fn(solver, differentiation)
     ours_t, ((loss, iters), grads) = settings.time_ours(lambda: fn(ju, jv, jm))
     loss = float(loss)
     gaps = (abs(loss - target), abs(ref_loss - target), abs(loss - ref_loss))
@@ -230,6 +246,7 @@ def bench_shape(b: int, d: int, settings: Settings) -> list[Row]:
       "D": d,
       "eps": EPS,
       "solver": solver,
+      "gradient": differentiation,
       "iters": f"ours {int(iters)} (L1<{OURS_THRESHOLD:g}) / POT {ref_iters} (L2<{POT_STOP_THR:g})",
       "loss": round(loss, 6),
       "max_loss_gap": float(f"{max(gaps):.2g}"),
@@ -238,7 +255,10 @@ def bench_shape(b: int, d: int, settings: Settings) -> list[Row]:
       "ours_over_cost_only": round(ours_t.median_s / cost_t.median_s, 2),
       "runs": f"{ours_t.runs}/{ref_t.runs}",
     }
-    work = loss_work(cost_flops, b, int(iters), (ju, jv, jm))
+    if differentiation == "envelope":  # forward iterations only, then the plan once
+      work = loss_work(cost_flops, b, int(iters), (ju, jv, jm), 4.0, ENVELOPE_MODEL)
+    else:
+      work = loss_work(cost_flops, b, int(iters), (ju, jv, jm))
     rows.append(Row(name, params, ours_t, ref_t, agree, work=work))
   return rows
 

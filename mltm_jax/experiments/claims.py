@@ -168,6 +168,8 @@ def scale_base(scale: str, data_dir: str | None = None) -> dict[str, Any]:
   # The committed grids ran with one Adam rate for everything (the default before the tuning
   # suite chose one for M); explicit here so their cells keep their keys and reproduce.
   base.setdefault("metric_learning_rate", 0.0)
+  # Likewise they differentiated through the Sinkhorn iterations (before --ot_differentiation).
+  base.setdefault("ot_differentiation", "unroll")
   return base
 
 

@@ -58,6 +58,7 @@ def batch_loss(
         tau=cfg.tau,
         normalize_max=cfg.normalize_cost,
         solver=cfg.resolved_ot_solver,  # partial OT: native (Config.problems refuses ott)
+        differentiation=cfg.resolved_ot_differentiation,
         **({"momentum": cfg.ot_momentum} if cfg.ot_momentum != 1.0 else {}),
       )
       return loss, {k: jnp.asarray(v, jnp.float32) for k, v in aux.items()}

@@ -11,6 +11,16 @@ for balanced (mass 1) and partial OT (mass ``s``) and is left out there; for
 unbalanced OT the plan's mass moves with the cost, and without the term a
 constant shift of every cost (which scales the plan, its diagonal share
 unchanged) would lower the loss without bound.
+
+Gradient (``differentiation``). ``'unroll'`` differentiates the iterations the solver ran,
+as the official code does through POT's loop. ``'envelope'`` (balanced OT only) uses the
+envelope theorem (Danskin's theorem; ott-jax's ``use_danskin``): with uniform marginals
+``a = b = 1/B``, ``-(1/B) sum_i log P_ii = (tr(C)/B - <a, f> - <b, g>) / eps`` for the
+potentials ``f, g`` of the plan, and at the optimum ``<a, f> + <b, g>`` is the entropic OT
+value ``W(C)``, whose gradient is the plan ``P``. So ``dL/dC = (I/B - P) / eps``: the solver
+runs forward only, with its input's gradient stopped, and nothing is differentiated through
+its loop. Exact at convergence; its error is of the order of the marginal error at which the
+loop stopped (docs/method.md, section 4).
 """
 
 from __future__ import annotations
@@ -22,8 +32,11 @@ import jax.numpy as jnp
 
 from mltm_jax import ot as ot_lib
 from mltm_jax.config import OT_VARIANTS
+from mltm_jax.ot.sinkhorn import DIFFERENTIATION_MODES
 
-__all__ = ["mltm_loss"]
+__all__ = ["LOSS_DIFFERENTIATION_MODES", "mltm_loss"]
+
+LOSS_DIFFERENTIATION_MODES = ("envelope",) + DIFFERENTIATION_MODES
 
 
 def mltm_loss(
@@ -34,6 +47,7 @@ def mltm_loss(
   mass: float = 0.95,
   tau: float = 1.0,
   normalize_max: bool = True,
+  differentiation: str = "unroll",
   **solver_options: Any,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """m-LTM loss ``-(1/B) sum_i log P_ii (+ sum_ij P_ij - 1 if unbalanced)``.
@@ -49,9 +63,12 @@ def mltm_loss(
       (``rho = eps tau / (1 - tau)``; POT's ``reg_m = rho``).
     normalize_max: divide the cost by its maximum first (the official code's
       behaviour; the gradient flows through the max).
+    differentiation: ``'unroll'`` (through the solver's iterations), ``'envelope'``
+      (balanced only: ``dL/dC = (I/B - P) / eps``, the module docstring) or ``'implicit'``
+      (ott's implicit differentiation; ``solver='ott'`` only).
     **solver_options: passed to :func:`mltm_jax.ot.solve_balanced`
       (``threshold``, ``min_iterations``, ``max_iterations``,
-      ``inner_iterations``, ``domain``, ``solver``, ``differentiation``, ``momentum``) or,
+      ``inner_iterations``, ``domain``, ``solver``, ``momentum``) or,
       for ``'partial'``, :func:`mltm_jax.ot.solve_partial`
       (``num_iterations``, ``domain``, ``solver``: ``'native'`` only).
 
@@ -68,11 +85,26 @@ def mltm_loss(
     )
   if variant not in OT_VARIANTS:
     raise ValueError(f"mltm_loss: variant must be one of {OT_VARIANTS}, got {variant!r}")
+  if differentiation not in LOSS_DIFFERENTIATION_MODES:
+    raise ValueError(
+      f"mltm_loss: differentiation must be one of {LOSS_DIFFERENTIATION_MODES}, "
+      f"got {differentiation!r}"
+    )
+  envelope = differentiation == "envelope"
+  if envelope and variant != "balanced":
+    raise ValueError(
+      f"mltm_loss: differentiation='envelope' needs variant 'balanced', got {variant!r}"
+    )
+  if differentiation == "implicit":  # solve_balanced's option ('unroll' is its default)
+    solver_options["differentiation"] = differentiation
   cost_max = jnp.max(cost)
   if normalize_max:
     cost = ot_lib.normalize_cost_max(cost)
   try:
-    if variant == "balanced":
+    if envelope:
+      result = ot_lib.solve_balanced(jax.lax.stop_gradient(cost), eps, **solver_options)
+      result = result._replace(log_plan=frozen_potentials_log_plan(result.log_plan, cost, eps))
+    elif variant == "balanced":
       result = ot_lib.solve_balanced(cost, eps, **solver_options)
     elif variant == "unbalanced":
       if not 0.0 < tau <= 1.0:
@@ -86,6 +118,10 @@ def mltm_loss(
   loss = -jnp.mean(log_diag)
   if variant == "unbalanced":
     loss = loss + jnp.sum(jnp.exp(result.log_plan)) - 1.0
+  if envelope:
+    # Value 0; gradient -P / eps: with the diagonal term's I / (B eps), the envelope gradient.
+    plan_mass = jnp.sum(jnp.exp(result.log_plan))
+    loss = loss + (plan_mass - jax.lax.stop_gradient(plan_mass))
   aux = {
     "ot_iterations": result.iterations,
     "ot_converged": result.converged,
@@ -95,3 +131,20 @@ def mltm_loss(
     "plan_mass": jax.lax.stop_gradient(jnp.sum(jnp.exp(result.log_plan))),
   }
   return loss, aux
+
+
+def frozen_potentials_log_plan(
+  log_plan: jax.Array, cost: jax.Array, eps: float | jax.Array
+) -> jax.Array:
+  """``(f_i + g_j - C_ij) / eps`` with the potentials ``f, g`` held constant.
+
+  Args:
+    log_plan: float ``[B, B']``, a solver's log plan (its gradient is discarded).
+    cost: float ``[B, B']``, the cost it was solved for (the gradient flows to it).
+    eps: the entropic regularisation it was solved with.
+
+  Returns:
+    float ``[B, B']``, equal to ``log_plan``; its derivative w.r.t. ``cost`` is ``-1/eps``
+    entrywise.
+  """
+  return jax.lax.stop_gradient(log_plan) + (jax.lax.stop_gradient(cost) - cost) / eps
