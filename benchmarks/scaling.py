@@ -1,18 +1,22 @@
 """Scaling figures: loss + gradient time vs batch size, evaluation time vs gallery size.
 
   python -m benchmarks.scaling --out=results/bench/scaling [--quick] [--ref_max_s=120]
+      [--parts=loss,eval]
 
 Loss (D = 512, eps 0.05, the loss benchmark's inputs and stopping rules): ours by the
-default solver (ott) and the native one, the official-style torch + POT reference, for
+default path (ott, the envelope gradient), by ott with the gradient unrolled through its
+iterations and by the native solver, the cost-only program (the distance matrix and its
+gradient: the floor every loss pays) and the official-style torch + POT reference, for
 B = 64 ... 4096 (the reference up to ``REF_MAX_B``, its memory limit here). Evaluation by distance
 (D = 1024, the eval benchmark's inputs, one caption per clip so the matrix is N x N): ours
 (``distance_ranks``) and the numpy reference loop, for N = 1k ... 100k clips (in tiles above 16k
 clips: the matrix is never whole in memory). A reference size whose previous size took longer than
 ``--ref_max_s`` per call is skipped (its time would only grow), so the big sizes are ours only. Each
 point: median of ``--runs`` calls after one warm-up call (1 call when the warm-up took over 10 s).
-Writes ``scaling.json`` (every point) and two log-log plots, ``loss.png`` and ``eval.png``, with the
-exponent k of a least-squares fit time ~ size^k over each series' upper half (where the leading term
-dominates).
+``--parts`` picks the figures to measure; a part left out keeps its points from an existing
+``scaling.json`` in ``--out``. Writes ``scaling.json`` (every point) and two log-log plots,
+``loss.png`` and ``eval.png``, with the exponent k of a least-squares fit time ~ size^k over each
+series' upper half (where the leading term dominates).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ _OUT = flags.DEFINE_string("out", "results/bench/scaling", "Output folder (json 
 _QUICK = flags.DEFINE_bool("quick", False, "Fewer, smaller sizes (a few minutes).")
 _REF_MAX_S = flags.DEFINE_float("ref_max_s", 120.0, "Skip reference sizes past this s/call.")
 _RUNS = flags.DEFINE_integer("runs", 5, "Timed calls per point (ours).")
+_PARTS = flags.DEFINE_list("parts", ["loss", "eval"], "Figures to measure: loss, eval.")
 
 LOSS_D, EVAL_D = 512, 1024
 LOSS_B = (64, 128, 256, 512, 1024, 2048, 4096)
@@ -74,15 +79,23 @@ def _ref_time(fn) -> float:
 def loss_series(sizes, runs: int, ref_max_s: float) -> dict[str, list]:
   import jax.numpy as jnp
 
-  series: dict[str, list] = {"ours (ott, default)": [], "ours (native)": [], "torch + POT": []}
+  variants = {
+    "ours (ott, default)": ("ott", bench_loss.DEFAULT_DIFFERENTIATION),
+    "ours (ott, unrolled)": ("ott", "unroll"),
+    "ours (native)": ("native", bench_loss.DEFAULT_DIFFERENTIATION),
+  }
+  series: dict[str, list] = {k: [] for k in (*variants, "cost only", "torch + POT")}
   ref_ok = True
   for b in sizes:
     u, v = bench_loss.make_pairs(b, LOSS_D, seed=b)
     m = bench_loss.make_metric(LOSS_D, seed=b)
     ju, jv, jm = (jnp.asarray(x) for x in (u, v, m))
-    for name, solver in (("ours (ott, default)", "ott"), ("ours (native)", "native")):
-      fn = bench_loss.ours_loss_fn(solver)
+    for name, (solver, differentiation) in variants.items():
+      fn = bench_loss.ours_loss_fn(solver, differentiation)
       series[name].append((b, _time(lambda: fn(ju, jv, jm), runs)))
+    w = jnp.asarray(np.random.default_rng(0).normal(size=(b, b)).astype(np.float32))
+    cost_fn = bench_loss.cost_only_fn()
+    series["cost only"].append((b, _time(lambda: cost_fn(ju, jv, jm, w), runs)))
     if ref_ok and b <= REF_MAX_B:
       t = _ref_time(lambda: bench_loss.reference_loss(u, v, m, bench_loss.POT_STOP_THR))
       series["torch + POT"].append((b, t))
@@ -147,23 +160,28 @@ def main(argv: list[str]) -> None:
   out.mkdir(parents=True, exist_ok=True)
   loss_b = QUICK_LOSS_B if _QUICK.value else LOSS_B
   eval_n = QUICK_EVAL_N if _QUICK.value else EVAL_N
-  loss = loss_series(loss_b, _RUNS.value, _REF_MAX_S.value)
-  evals = eval_series(eval_n, _RUNS.value, _REF_MAX_S.value)
-  doc = {
-    "loss": {"D": LOSS_D, "eps": bench_loss.EPS, "series": loss},
-    "eval": {"D": EVAL_D, "captions_per_clip": 1, "series": evals},
-  }
-  doc["loss"]["exponents"] = plot(
-    loss, "batch size B", f"m-LTM loss + gradient, D={LOSS_D}", out / "loss.png"
-  )
-  doc["eval"]["exponents"] = plot(
-    evals,
-    "gallery size N (clips; N captions)",
-    f"evaluation by distance, D={EVAL_D}",
-    out / "eval.png",
-  )
+  parts = set(_PARTS.value)
+  if not parts or parts - {"loss", "eval"}:
+    raise app.UsageError(f"--parts must name loss and/or eval, got {_PARTS.value}")
+  old = out / "scaling.json"
+  doc = json.loads(old.read_text()) if parts != {"loss", "eval"} and old.is_file() else {}
+  if "loss" in parts:
+    loss = loss_series(loss_b, _RUNS.value, _REF_MAX_S.value)
+    doc["loss"] = {"D": LOSS_D, "eps": bench_loss.EPS, "series": loss}
+    doc["loss"]["exponents"] = plot(
+      loss, "batch size B", f"m-LTM loss + gradient, D={LOSS_D}", out / "loss.png"
+    )
+  if "eval" in parts:
+    evals = eval_series(eval_n, _RUNS.value, _REF_MAX_S.value)
+    doc["eval"] = {"D": EVAL_D, "captions_per_clip": 1, "series": evals}
+    doc["eval"]["exponents"] = plot(
+      evals,
+      "gallery size N (clips; N captions)",
+      f"evaluation by distance, D={EVAL_D}",
+      out / "eval.png",
+    )
   (out / "scaling.json").write_text(json.dumps(doc, indent=2) + "\n")
-  for part in ("loss", "eval"):
+  for part in sorted(parts):
     print(
       part, {k: (None if v is None else round(v, 2)) for k, v in doc[part]["exponents"].items()}
     )
