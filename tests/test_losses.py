@@ -88,7 +88,8 @@ def _run(variant: str, cost: np.ndarray, eps: float, **kw):
 _BALANCED_SOLVERS = {
   "native_auto": dict(**TIGHT),
   "native_log": dict(domain="log", **TIGHT),
-  "ott_unroll": dict(solver="ott", **TIGHT),
+  "ott_unroll": dict(solver="ott", **TIGHT),  # kernel mode at these eps (auto)
+  "ott_log": dict(solver="ott", domain="log", **TIGHT),
   "ott_momentum": dict(solver="ott", momentum=1.5, **TIGHT),
 }
 _BALANCED_CASES = [
@@ -97,6 +98,8 @@ _BALANCED_CASES = [
   ("native_log", 8),
   ("native_log", 64),
   ("ott_unroll", 8),
+  ("ott_unroll", 64),
+  ("ott_log", 64),
   ("ott_momentum", 64),
 ]
 
@@ -134,8 +137,8 @@ def test_partial_loss_matches_pot(mass, domain, b):
 
 
 @pytest.mark.parametrize("tau", [0.5, 0.9])
-@pytest.mark.parametrize("b", [8, 64])
-def test_unbalanced_loss_matches_pot(tau, b):
+@pytest.mark.parametrize("b,solver", [(8, "native"), (64, "native"), (64, "ott")])
+def test_unbalanced_loss_matches_pot(tau, b, solver):
   """Generalised KL(I/B || P) + log B of POT's plan (tau = reg_m / (reg_m + eps),
   reg_type='entropy'), the KL written out here in float64."""
   for kind in ("uniform", "pairs"):
@@ -149,7 +152,7 @@ def test_unbalanced_loss_matches_pot(tau, b):
         plan = ot.unbalanced.sinkhorn_unbalanced(
           a, a, c, eps, reg_m, reg_type="entropy", numItermax=100000, stopThr=1e-13
         )
-      loss, aux, _ = _run("unbalanced", cost, eps, tau=tau, **TIGHT)
+      loss, aux, _ = _run("unbalanced", cost, eps, tau=tau, solver=solver, **TIGHT)
       assert abs(loss - (_generalised_kl_np(plan) + math.log(b))) <= 1e-5, (kind, eps)
       assert abs(float(aux["plan_mass"]) - plan.sum()) <= 1e-5
 
@@ -335,6 +338,42 @@ def test_constant_cost_shift(variant, kw):
     assert abs(float(aux["plan_mass"]) - 1.0) <= 1e-4
     for delta in (-0.1, 0.1):
       assert _run(variant, cost - best - delta, eps, **opts)[0] > at_best + 1e-4
+
+
+def test_ott_constant_epsilon_geometry_is_otts_kernel_product():
+  """The kernel-mode geometry of the ott path: ott's own Geometry's products (K v, K^T v) at
+  the geometry's epsilon, read without a transposed copy."""
+  from ott.geometry import geometry
+  from mltm_jax.ot.ott_sinkhorn import ConstantEpsilonGeometry
+
+  rng = np.random.default_rng(43)
+  k = jnp.asarray(np.exp(-rng.random((12, 7)) / 0.05), jnp.float32)
+  ours = ConstantEpsilonGeometry(kernel_matrix=k, epsilon=0.05)
+  otts = geometry.Geometry(kernel_matrix=k, epsilon=0.05)
+  for axis, vec in ((1, rng.random(7)), (0, rng.random(12))):
+    vec = jnp.asarray(vec, jnp.float32)
+    np.testing.assert_allclose(
+      ours.apply_kernel(vec, 0.05, axis=axis), otts.apply_kernel(vec, 0.05, axis=axis), rtol=1e-5
+    )
+  leaves, tree = jax.tree_util.tree_flatten(ours)  # a pytree of its own class, as ott needs
+  assert type(jax.tree_util.tree_unflatten(tree, leaves)) is ConstantEpsilonGeometry
+
+
+@pytest.mark.slow  # compiles for several seconds on 2 cores
+def test_ott_kernel_and_log_modes_agree():
+  """ott's kernel mode (the ConstantEpsilonGeometry) and log mode: the same iterations, so the
+  same converged loss and unrolled gradient, for balanced (a shifted cost) and unbalanced OT."""
+  cost = _cost(64, "pairs", seed=47)
+  for variant, kw in (("balanced", {}), ("unbalanced", dict(tau=0.9))):
+    for eps in (0.03, 0.1):
+      runs = [
+        _run(variant, cost, eps, solver="ott", domain=d, **kw, **TIGHT) for d in ("kernel", "log")
+      ]
+      (lk, ak, gk), (ll, al, gl) = runs
+      # Same iterates up to roundoff; near a 1e-6 threshold the stop may differ by a block.
+      assert bool(ak["ot_converged"]) and bool(al["ot_converged"]), (variant, eps)
+      assert abs(lk - ll) <= 1e-5, (variant, eps)
+      _assert_close_grad(gk, gl, rel=1e-4)
 
 
 @pytest.mark.slow  # compiles for several seconds on 2 cores

@@ -1,8 +1,14 @@
-"""ott-jax's log-domain Sinkhorn behind :func:`mltm_jax.ot.sinkhorn.solve_balanced`
-(``solver='ott'``).
+"""ott-jax's Sinkhorn behind :func:`mltm_jax.ot.sinkhorn.solve_balanced` (``solver='ott'``).
 
 ott-jax (0.6) solves balanced and unbalanced (``tau_a``, ``tau_b``) entropic OT;
 it has no partial-OT solver, so ``solver='ott'`` exists for Sinkhorn only.
+
+Domains, as for the native solver (:func:`mltm_jax.ot.costs.choose_domain`): ott's kernel
+mode (``lse_mode=False``) on a :class:`ConstantEpsilonGeometry` holding the Gibbs kernel of
+the shifted cost while ``max |C - shift| / eps`` is small enough, else ott's log mode on the
+cost. ott 0.6's own kernel products cost more than its log-sum-exps on CPU (each call raises
+the kernel to the power ``epsilon / eps`` for epsilon schedules, and ``K^T v`` transposes K
+first); the subclass, ott's extension point for geometries, makes them matrix-vector products.
 """
 
 from __future__ import annotations
@@ -17,9 +23,28 @@ from ott.solvers.linear import acceleration
 from ott.solvers.linear import implicit_differentiation
 from ott.solvers.linear import sinkhorn
 
+from mltm_jax.ot import costs
 from mltm_jax.ot.result import OTResult
 
-__all__ = ["solve_ott"]
+__all__ = ["ConstantEpsilonGeometry", "solve_ott"]
+
+
+@jax.tree_util.register_pytree_node_class
+class ConstantEpsilonGeometry(geometry.Geometry):
+  """An ott ``Geometry`` given its kernel ``K [N, M]``, for Sinkhorn at its own epsilon.
+
+  Kernel products read K as stored: ``K v`` (``axis=1``) and ``v^T K`` (``axis=0``, i.e.
+  ``K^T v`` without a transposed copy). The ``eps`` ott passes is ignored: it is the
+  geometry's own epsilon (no epsilon schedule), for which ott's ``K ** (epsilon / eps)``
+  is K itself.
+  """
+
+  def apply_kernel(self, vec: jax.Array, eps: Any = None, axis: int = 0) -> jax.Array:
+    """``K v`` (axis 1, ``vec [M]`` -> ``[N]``) or ``K^T v`` (axis 0, ``vec [N]`` -> ``[M]``)."""
+    del eps
+    if axis == 1:
+      return jnp.dot(self.kernel_matrix, vec)
+    return jnp.dot(vec, self.kernel_matrix)
 
 
 def solve_ott(
@@ -30,6 +55,7 @@ def solve_ott(
   differentiation: str,
   loop_kw: dict[str, Any],
   momentum: float = 1.0,
+  domain: str = "auto",
 ) -> OTResult:
   """ott-jax's Sinkhorn on ``cost [B, B']`` with uniform marginals.
 
@@ -40,14 +66,14 @@ def solve_ott(
       ``inner_iterations``.
     momentum: over-relaxation weight w of every potential update (``(1 - w) old + w new``,
       ott's constant ``Momentum``); 1 = plain Sinkhorn.
+    domain: ``'auto'``, ``'kernel'`` or ``'log'`` (the module docstring; implicit
+      differentiation always runs ott's log mode).
 
   Returns:
     :class:`OTResult`, ``log_plan = (f_i + g_j - C_ij) / eps`` float ``[B, B']``.
   """
-  implicit = implicit_differentiation.ImplicitDiff() if differentiation == "implicit" else None
-  geom = geometry.Geometry(cost_matrix=cost, epsilon=eps)
-  prob = linear_problem.LinearProblem(geom, tau_a=tau_a, tau_b=tau_b)
-  solver = sinkhorn.Sinkhorn(
+  implicit = differentiation == "implicit"
+  options = dict(
     threshold=loop_kw["threshold"],
     # ott 0.6.0 does not measure the error of a block that ends exactly at
     # its ``min_iterations``, reads that missing error (+inf) as divergence
@@ -56,17 +82,33 @@ def solve_ott(
     min_iterations=max(min(loop_kw["min_iterations"], loop_kw["max_iterations"]) - 1, 0),
     max_iterations=loop_kw["max_iterations"],
     inner_iterations=loop_kw["inner_iterations"],
-    implicit_diff=implicit,
+    implicit_diff=implicit_differentiation.ImplicitDiff() if implicit else None,
     momentum=acceleration.Momentum(value=momentum) if momentum != 1.0 else None,
   )
-  out = solver(prob)
-  errors = out.errors
-  recorded = errors >= 0  # -1: loop ended before; +inf: not measured.
-  last = jnp.max(jnp.where(recorded, jnp.arange(errors.shape[0]), -1))
-  error = jnp.where(last >= 0, errors[jnp.maximum(last, 0)], jnp.inf)
-  return OTResult(
-    log_plan=(out.f[:, None] + out.g[None, :] - cost) / eps,
-    iterations=jnp.asarray(out.n_iters, jnp.int32),
-    converged=jnp.asarray(out.converged),
-    error=jax.lax.stop_gradient(error),
+  # A constant shift leaves the balanced plan unchanged and keeps K's largest entry at 1;
+  # the unbalanced plan depends on it.
+  balanced = tau_a == 1.0 and tau_b == 1.0
+  shifted = cost - jax.lax.stop_gradient(jnp.min(cost)) if balanced else cost
+
+  def solve(geom: geometry.Geometry, kernel: bool) -> OTResult:
+    solver = sinkhorn.Sinkhorn(lse_mode=not kernel, **options)
+    out = solver(linear_problem.LinearProblem(geom, tau_a=tau_a, tau_b=tau_b))
+    errors = out.errors
+    recorded = errors >= 0  # -1: loop ended before; +inf: not measured.
+    last = jnp.max(jnp.where(recorded, jnp.arange(errors.shape[0]), -1))
+    error = jnp.where(last >= 0, errors[jnp.maximum(last, 0)], jnp.inf)
+    return OTResult(
+      log_plan=(out.f[:, None] + out.g[None, :] - (shifted if kernel else cost)) / eps,
+      iterations=jnp.asarray(out.n_iters, jnp.int32),
+      converged=jnp.asarray(out.converged),
+      error=jax.lax.stop_gradient(error),
+    )
+
+  return costs.choose_domain(
+    "log" if implicit else domain,
+    -shifted / eps,
+    lambda: solve(
+      ConstantEpsilonGeometry(kernel_matrix=jnp.exp(-shifted / eps), epsilon=eps), True
+    ),
+    lambda: solve(geometry.Geometry(cost_matrix=cost, epsilon=eps), False),
   )

@@ -346,8 +346,9 @@ def solve_balanced(
       of ``inner_iterations``: the loop runs whole blocks).
     inner_iterations: the error is measured every ``inner_iterations``
       iterations; also the block size of the unrolled backward pass.
-    domain: native solver only: ``'auto'``, ``'kernel'`` or ``'log'`` (see
-      :func:`mltm_jax.ot.costs.choose_domain`).
+    domain: ``'auto'``, ``'kernel'`` or ``'log'`` (see
+      :func:`mltm_jax.ot.costs.choose_domain`; the ott solver in kernel mode:
+      :mod:`mltm_jax.ot.ott_sinkhorn`).
     solver: one of ``mltm_jax.config.OT_SOLVERS``: ``'native'`` (the module
       docstring) or ``'ott'`` (ott-jax's ``Sinkhorn``).
     differentiation: ``'unroll'`` (back-propagate through the iterations run)
@@ -393,7 +394,7 @@ def solve_balanced(
     inner_iterations=inner_iterations,
   )
   if solver == "ott":
-    return solve_ott(cost, eps, tau_a, tau_b, differentiation, loop_kw, momentum)
+    return solve_ott(cost, eps, tau_a, tau_b, differentiation, loop_kw, momentum, domain)
   balanced = tau_a == 1.0 and tau_b == 1.0
   # A constant shift of the cost leaves the balanced plan unchanged; it keeps
   # the kernel's largest entry at 1. The unbalanced plan depends on it.
