@@ -689,16 +689,21 @@ def test_triplet_warmup_uses_every_negative_then_the_hardest():
   assert abs(float(no_warmup) - _torch_triplet(sim, 0.2).item()) <= 1e-5
 
 
+def _unit_pairs(seed: int, b: int = 64, d: int = 16) -> tuple[jax.Array, jax.Array]:
+  """float32 unit embeddings x [b, d] and their noisy pairs y [b, d] (batch_loss's inputs)."""
+  rng = np.random.default_rng(seed)
+  a = rng.normal(size=(b, d))
+  t = a + rng.normal(size=(b, d))
+  unit = lambda z: jnp.asarray(z / np.linalg.norm(z, axis=1, keepdims=True), jnp.float32)
+  return unit(a), unit(t)
+
+
 def test_ot_momentum_flag_reaches_the_ott_solver():
   """--ot_momentum: the train step's loss has the same value in fewer Sinkhorn iterations."""
   from mltm_jax.config import Config
   from mltm_jax.losses import batch_loss
 
-  rng = np.random.default_rng(29)
-  a = rng.normal(size=(64, 16))
-  t = a + rng.normal(size=(64, 16))
-  x = jnp.asarray(a / np.linalg.norm(a, axis=1, keepdims=True), jnp.float32)
-  y = jnp.asarray(t / np.linalg.norm(t, axis=1, keepdims=True), jnp.float32)
+  x, y = _unit_pairs(seed=29)
   metric = {"M": jnp.eye(16)}
   plain_loss, plain = batch_loss(Config(metric="full"), x, y, metric, {}, 0)
   loss, aux = batch_loss(Config(metric="full", ot_momentum=1.5), x, y, metric, {}, 0)
@@ -714,11 +719,7 @@ def test_default_train_loss_uses_the_envelope_gradient():
   from mltm_jax.config import Config
   from mltm_jax.losses import batch_loss
 
-  rng = np.random.default_rng(31)
-  a = rng.normal(size=(64, 16))
-  t = a + rng.normal(size=(64, 16))
-  x = jnp.asarray(a / np.linalg.norm(a, axis=1, keepdims=True), jnp.float32)
-  y = jnp.asarray(t / np.linalg.norm(t, axis=1, keepdims=True), jnp.float32)
+  x, y = _unit_pairs(seed=31)
   metric = {"M": jnp.eye(16)}
 
   def grads(cfg):

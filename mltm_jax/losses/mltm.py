@@ -115,12 +115,12 @@ def mltm_loss(
   except TypeError as err:
     raise TypeError(f"mltm_loss: bad solver option for variant {variant!r}: {err}") from err
   log_diag = jnp.diagonal(result.log_plan)
+  plan_mass = jnp.sum(jnp.exp(result.log_plan))
   loss = -jnp.mean(log_diag)
   if variant == "unbalanced":
-    loss = loss + jnp.sum(jnp.exp(result.log_plan)) - 1.0
+    loss = loss + plan_mass - 1.0
   if envelope:
     # Value 0; gradient -P / eps: with the diagonal term's I / (B eps), the envelope gradient.
-    plan_mass = jnp.sum(jnp.exp(result.log_plan))
     loss = loss + (plan_mass - jax.lax.stop_gradient(plan_mass))
   aux = {
     "ot_iterations": result.iterations,
@@ -128,7 +128,7 @@ def mltm_loss(
     "ot_error": result.error,
     "diag_mass": jax.lax.stop_gradient(jnp.sum(jnp.exp(log_diag))),
     "cost_max": jax.lax.stop_gradient(cost_max),
-    "plan_mass": jax.lax.stop_gradient(jnp.sum(jnp.exp(result.log_plan))),
+    "plan_mass": jax.lax.stop_gradient(plan_mass),
   }
   return loss, aux
 
