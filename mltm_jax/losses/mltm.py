@@ -18,13 +18,15 @@ envelope theorem (Danskin's theorem; ott-jax's ``use_danskin``): with uniform ma
 ``a = b = 1/B``, ``-(1/B) sum_i log P_ii = (tr(C)/B - <a, f> - <b, g>) / eps`` for the
 potentials ``f, g`` of the plan, and at the optimum ``<a, f> + <b, g>`` is the entropic OT
 value ``W(C)``, whose gradient is the plan ``P``. So ``dL/dC = (I/B - P) / eps``: the solver
-runs forward only, with its input's gradient stopped, and nothing is differentiated through
-its loop. Exact at convergence; its error is of the order of the marginal error at which the
-loop stopped (docs/method.md, section 4).
+runs forward only and nothing is differentiated through its loop; the plan it returns is
+kept for the backward pass (a ``jax.custom_vjp``), which is one elementwise pass over it.
+Exact at convergence; its error is of the order of the marginal error at which the loop
+stopped (docs/method.md, section 4).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -100,11 +102,15 @@ def mltm_loss(
   cost_max = jnp.max(cost)
   if normalize_max:
     cost = ot_lib.normalize_cost_max(cost)
+  if envelope:
+    try:
+      loss, stats = envelope_loss(cost, eps, tuple(sorted(solver_options.items())))
+    except TypeError as err:
+      raise TypeError(f"mltm_loss: bad solver option for variant {variant!r}: {err}") from err
+    aux = dict(zip(STAT_NAMES, jax.lax.stop_gradient(stats)))
+    return loss, {**aux, "cost_max": jax.lax.stop_gradient(cost_max)}
   try:
-    if envelope:
-      result = ot_lib.solve_balanced(jax.lax.stop_gradient(cost), eps, **solver_options)
-      result = result._replace(log_plan=frozen_potentials_log_plan(result.log_plan, cost, eps))
-    elif variant == "balanced":
+    if variant == "balanced":
       result = ot_lib.solve_balanced(cost, eps, **solver_options)
     elif variant == "unbalanced":
       if not 0.0 < tau <= 1.0:
@@ -119,32 +125,53 @@ def mltm_loss(
   loss = -jnp.mean(log_diag)
   if variant == "unbalanced":
     loss = loss + plan_mass - 1.0
-  if envelope:
-    # Value 0; gradient -P / eps: with the diagonal term's I / (B eps), the envelope gradient.
-    loss = loss + (plan_mass - jax.lax.stop_gradient(plan_mass))
-  aux = {
-    "ot_iterations": result.iterations,
-    "ot_converged": result.converged,
-    "ot_error": result.error,
-    "diag_mass": jax.lax.stop_gradient(jnp.sum(jnp.exp(log_diag))),
-    "cost_max": jax.lax.stop_gradient(cost_max),
-    "plan_mass": jax.lax.stop_gradient(plan_mass),
-  }
-  return loss, aux
+  stats = (result.iterations, result.converged, result.error, jnp.exp(log_diag).sum(), plan_mass)
+  aux = dict(zip(STAT_NAMES, jax.lax.stop_gradient(stats)))
+  return loss, {**aux, "cost_max": jax.lax.stop_gradient(cost_max)}
 
 
-def frozen_potentials_log_plan(
-  log_plan: jax.Array, cost: jax.Array, eps: float | jax.Array
-) -> jax.Array:
-  """``(f_i + g_j - C_ij) / eps`` with the potentials ``f, g`` held constant.
+# The solver's diagnostics, in the order envelope_loss returns them (mltm_loss's aux).
+STAT_NAMES = ("ot_iterations", "ot_converged", "ot_error", "diag_mass", "plan_mass")
+
+
+def _envelope_forward(cost, eps, options):
+  result = ot_lib.solve_balanced(cost, eps, **dict(options))
+  plan = jnp.exp(result.log_plan)
+  loss = -jnp.mean(jnp.diagonal(result.log_plan))
+  stats = (result.iterations, result.converged, result.error, jnp.trace(plan), jnp.sum(plan))
+  return (loss, stats), plan
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def envelope_loss(
+  cost: jax.Array, eps: float | jax.Array, options: tuple[tuple[str, Any], ...]
+) -> tuple[jax.Array, tuple[jax.Array, ...]]:
+  """Balanced m-LTM loss ``-(1/B) sum_i log P_ii`` with the envelope gradient.
 
   Args:
-    log_plan: float ``[B, B']``, a solver's log plan (its gradient is discarded).
-    cost: float ``[B, B']``, the cost it was solved for (the gradient flows to it).
-    eps: the entropic regularisation it was solved with.
+    cost: float ``[B, B]`` (already max-normalised if asked).
+    eps: entropic regularisation; it receives no gradient.
+    options: :func:`mltm_jax.ot.solve_balanced`'s keyword options as ``(name, value)`` pairs.
 
   Returns:
-    float ``[B, B']``, equal to ``log_plan``; its derivative w.r.t. ``cost`` is ``-1/eps``
-    entrywise.
+    ``(loss, stats)``: a float scalar, and the STAT_NAMES scalars of the solve. The gradient
+    w.r.t. ``cost`` is ``(I/B - P) / eps`` times the loss's cotangent (the stats' are ignored).
   """
-  return jax.lax.stop_gradient(log_plan) + (jax.lax.stop_gradient(cost) - cost) / eps
+  return _envelope_forward(cost, eps, options)[0]
+
+
+def _envelope_fwd(cost, eps, options):
+  out, plan = _envelope_forward(cost, eps, options)
+  return out, (plan, eps)
+
+
+def _envelope_bwd(options, residuals, cotangents):
+  del options
+  plan, eps = residuals
+  b = plan.shape[0]
+  scale = cotangents[0] / eps
+  d_cost = (jnp.eye(b, dtype=plan.dtype) / b - plan) * scale
+  return d_cost, jnp.zeros_like(eps)
+
+
+envelope_loss.defvjp(_envelope_fwd, _envelope_bwd)
