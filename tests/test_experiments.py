@@ -414,3 +414,21 @@ def test_a_failed_run_is_logged_and_the_grid_goes_on(tmp_path, monkeypatch):
   monkeypatch.setattr(runner, "train_one", interrupted)
   with pytest.raises(runner.Interrupted):
     runner.run_grid(runs, tmp_path / "grid", log=lines.append)
+
+
+def test_resolved_counts_differences_welch_t_resolves():
+  """Welch's t over 3 seeds a side (df = 4 for equal spreads; two-sided 5% critical value
+  2.776): a difference of 3 with unit spreads (t = 3.67) is resolved, one of 2 (t = 2.45,
+  resolved by a normal approximation but not by t with 4 degrees of freedom) is not; nor
+  a difference against the claim, equal samples, or a single seed."""
+  from mltm_jax.experiments.verdicts import resolved
+
+  base = [0.0, 1.0, 2.0]
+  plus = lambda k: [x + k for x in base]
+  assert resolved([(plus(3.0), base)]) == "1/1"
+  assert resolved([(plus(2.0), base)]) == "0/1"
+  assert resolved([(base, plus(3.0))]) == "0/1"
+  assert resolved([(base, base)]) == "0/1"
+  assert resolved([([9.0], base)]) == "0/1"
+  assert resolved([(plus(3.0), base), (plus(10.0), base), (plus(2.0), base)]) == "2/3"
+  assert resolved([]) == "—"

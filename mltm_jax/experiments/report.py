@@ -105,7 +105,7 @@ def method_text(grid: Grid, method: str) -> str:
   b = grid.base
   eps, iters = b.get("plan_eps", 0.03), b.get("plan_iterations", 10)
   return (
-    f"ranked by plan (entropic OT plan over the whole test split, eps {eps:g}, "
+    f"ranked by plan (entropic OT plan over the whole split evaluated, eps {eps:g}, "
     f"{iters} Sinkhorn iterations: transductive)"
   )
 
@@ -164,6 +164,22 @@ def _r1_diffs(res: Results, a: str, b: str) -> tuple[list[str], list[float]]:
       texts.append(f"{sa.mean:.1f} vs {sb.mean:.1f} ({diff:+.1f})")
       nums.append(diff)
   return texts, nums
+
+
+def r1_samples(res: Results, a: str, b: str) -> list[tuple[list[float], list[float]]]:
+  """Per (distance, plan) x (t2a, a2t): (R@1 of a per seed, R@1 of b per seed); pairs where
+  either cell has no finished seed are left out."""
+  fa, fb = res.finals.get(a, {}), res.finals.get(b, {})
+  if not fa or not fb:
+    return []
+  return [
+    (
+      [by_method(fa[s], m)[d]["R@1"] for s in sorted(fa)],
+      [by_method(fb[s], m)[d]["R@1"] for s in sorted(fb)],
+    )
+    for m in METHODS
+    for d in DIRECTIONS
+  ]
 
 
 def paired_r1_diffs(

@@ -26,6 +26,7 @@ from mltm_jax.experiments.report import (
   fmt,
   method_text,
   paired_r1_diffs,
+  r1_samples,
 )
 from mltm_jax.experiments.tuning import (
   REGIME,
@@ -34,7 +35,7 @@ from mltm_jax.experiments.tuning import (
   select_configs,
   validation_of,
 )
-from mltm_jax.experiments.verdicts import _agreeing, _verdict
+from mltm_jax.experiments.verdicts import _agreeing, _verdict, resolved
 
 SPLITS = ("test", "heldout")
 KEYS = ("R@1", "R@5", "R@10")
@@ -125,14 +126,15 @@ def regime_section(grid: TuningGrid, views: dict[str, Results], picked, fails) -
       texts, nums = _r1_diffs(res, regime[a], regime[b])
       bad = [c for c in (regime[a], regime[b]) if c in fails[split]]
       verdict = "invalid: failed run(s) " + ", ".join(bad) if bad else _verdict(nums)
-      rows.append([f"{grid.label(a)} vs {grid.label(b)}", split, *texts, verdict])
-  return lines + _table(header + ["verdict"], rows)
+      sig = resolved(r1_samples(res, regime[a], regime[b]))
+      rows.append([f"{grid.label(a)} vs {grid.label(b)}", split, *texts, sig, verdict])
+  return lines + _table(header + ["resolved", "verdict"], rows)
 
 
 def claims_rows(grid, views: dict[str, Results], picked: dict[str, str], fails) -> list[str]:
   header = ["claim", "comparison", "split"]
   header += [f"{d.upper()} R@1 ({m})" for m in METHODS for d in DIRECTIONS]
-  header += ["paired", "verdict"]
+  header += ["paired", "resolved", "verdict"]
   rows = []
   for claim, a, b in CLAIMS:
     if a not in picked or b not in picked:
@@ -147,7 +149,10 @@ def claims_rows(grid, views: dict[str, Results], picked: dict[str, str], fails) 
       ]
       verdict = "invalid: " + "; ".join(bad) if bad else _verdict(nums)
       paired = _agreeing(paired_r1_diffs(res, ca, cb))
-      rows.append([claim, f"{grid.label(a)} vs {grid.label(b)}", split, *texts, paired, verdict])
+      sig = resolved(r1_samples(res, ca, cb))
+      rows.append(
+        [claim, f"{grid.label(a)} vs {grid.label(b)}", split, *texts, paired, sig, verdict]
+      )
   return _table(header, rows)
 
 
@@ -272,7 +277,9 @@ def write_tuning_report(grid: TuningGrid, out: Path, command: str, commit: str, 
     "Mean R@1 of the first method vs the second (difference in points). Verdict: *holds* when "
     "every difference has the claimed sign, *does not hold* when none has, else *mixed*; "
     "*invalid* when a run failed (mean R@10 below twice chance). 'Paired': per-seed "
-    "differences with the claimed sign.",
+    "differences with the claimed sign. 'Resolved': differences in the claimed direction that "
+    "the seeds resolve (Welch's t-test over the seeds, two-sided p < 0.05); an addition to the "
+    "verdict rule, which stays as fixed before the results.",
     "",
   ]
   lines += claims_rows(grid, views, picked, fails) + ["", "## 5. Noisy training pairs", ""]

@@ -1,8 +1,15 @@
-"""The claims report's verdict rules: signs of differences, per-seed agreement, chance R@10."""
+"""The claims report's verdict rules: signs of differences, per-seed agreement, chance R@10,
+and how many differences the seeds resolve (Welch's t-test)."""
 
 from __future__ import annotations
 
-__all__ = ["chance_r10"]
+from collections.abc import Sequence
+
+from scipy import stats
+
+__all__ = ["chance_r10", "resolved"]
+
+SIGNIFICANCE = 0.05  # two-sided
 
 
 def _verdict(diffs: list[float]) -> str:
@@ -17,6 +24,21 @@ def _verdict(diffs: list[float]) -> str:
 
 def _agreeing(diffs: list[float]) -> str:
   return f"{sum(d > 0 for d in diffs)}/{len(diffs)}" if diffs else "—"
+
+
+def resolved(pairs: Sequence[tuple[Sequence[float], Sequence[float]]]) -> str:
+  """ "k/n": how many of the n (a, b) samples (per-seed R@1 of two methods) differ in a's favour
+  at two-sided p < SIGNIFICANCE by Welch's t-test (unequal variances); a pair with fewer than
+  two values on a side, or no spread at all, is never resolved. "—" for no pairs."""
+  if not pairs:
+    return "—"
+  count = 0
+  for a, b in pairs:
+    if min(len(a), len(b)) < 2:
+      continue
+    t, p = stats.ttest_ind(a, b, equal_var=False)
+    count += bool(t > 0 and p < SIGNIFICANCE)
+  return f"{count}/{len(pairs)}"
 
 
 def chance_r10(n_clips: int, captions_per_clip: int = 5) -> dict[str, float]:
