@@ -88,27 +88,33 @@ def solve_ott(
   # A constant shift leaves the balanced plan unchanged and keeps K's largest entry at 1;
   # the unbalanced plan depends on it.
   balanced = tau_a == 1.0 and tau_b == 1.0
-  shifted = cost - jax.lax.stop_gradient(jnp.min(cost)) if balanced else cost
+  shift = jax.lax.stop_gradient(jnp.min(cost)) if balanced else jnp.zeros((), cost.dtype)
+  shifted = cost - shift
 
-  def solve(geom: geometry.Geometry, kernel: bool) -> OTResult:
+  def solve(geom: geometry.Geometry, kernel: bool):
+    """(f, g, iterations, converged, error): potentials for ``cost`` itself (kernel mode
+    solves for ``shifted``: its f is ``shift`` lower)."""
     solver = sinkhorn.Sinkhorn(lse_mode=not kernel, **options)
     out = solver(linear_problem.LinearProblem(geom, tau_a=tau_a, tau_b=tau_b))
     errors = out.errors
     recorded = errors >= 0  # -1: loop ended before; +inf: not measured.
     last = jnp.max(jnp.where(recorded, jnp.arange(errors.shape[0]), -1))
     error = jnp.where(last >= 0, errors[jnp.maximum(last, 0)], jnp.inf)
-    return OTResult(
-      log_plan=(out.f[:, None] + out.g[None, :] - (shifted if kernel else cost)) / eps,
-      iterations=jnp.asarray(out.n_iters, jnp.int32),
-      converged=jnp.asarray(out.converged),
-      error=jax.lax.stop_gradient(error),
-    )
+    f = out.f + shift if kernel else out.f
+    return f, out.g, jnp.asarray(out.n_iters, jnp.int32), jnp.asarray(out.converged), error
 
-  return costs.choose_domain(
+  f, g, iterations, converged, error = costs.choose_domain(
     "log" if implicit else domain,
     -shifted / eps,
     lambda: solve(
       ConstantEpsilonGeometry(kernel_matrix=jnp.exp(-shifted / eps), epsilon=eps), True
     ),
     lambda: solve(geometry.Geometry(cost_matrix=cost, epsilon=eps), False),
+  )
+  # Formed outside the branch, so XLA fuses it into whatever reads it (the plan's exp).
+  return OTResult(
+    log_plan=(f[:, None] + g[None, :] - cost) / eps,
+    iterations=iterations,
+    converged=converged,
+    error=jax.lax.stop_gradient(error),
   )

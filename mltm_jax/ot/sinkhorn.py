@@ -304,9 +304,10 @@ def _by_domain(fn, log_k: jax.Array, domain: str, cfg: _SinkhornConfig):
   )
 
 
-def _sinkhorn_native(log_k: jax.Array, cfg: _SinkhornConfig) -> OTResult:
-  """The plan of ``log_k [B, B']`` (``-(C - shift) / eps``), not transposed."""
-  log_u, log_v, iterations, error = _potentials(log_k, cfg)
+def _sinkhorn_native(log_k: jax.Array, domain: str, cfg: _SinkhornConfig) -> OTResult:
+  """The plan of ``log_k [B, B']`` (``-(C - shift) / eps``) in ``domain``, not transposed.
+  The log plan is formed outside the domain branch, so XLA fuses it into whatever reads it."""
+  log_u, log_v, iterations, error = _by_domain(_potentials, log_k, domain, cfg)
   return OTResult(
     log_plan=log_k + log_u[:, None] + log_v[None, :],
     iterations=iterations,
@@ -408,7 +409,7 @@ def solve_balanced(
     max_iterations=int(max_iterations),
     inner_iterations=int(inner_iterations),
   )
-  return _by_domain(_sinkhorn_native, -(cost - shift) / eps, domain, cfg)
+  return _sinkhorn_native(-(cost - shift) / eps, domain, cfg)
 
 
 def balanced_log_plan(cost: jax.Array, eps: float | jax.Array, **options: Any) -> jax.Array:
