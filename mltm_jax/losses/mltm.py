@@ -102,43 +102,44 @@ def mltm_loss(
   cost_max = jnp.max(cost)
   if normalize_max:
     cost = ot_lib.normalize_cost_max(cost)
-  if envelope:
-    try:
-      loss, stats = envelope_loss(cost, eps, tuple(sorted(solver_options.items())))
-    except TypeError as err:
-      raise TypeError(f"mltm_loss: bad solver option for variant {variant!r}: {err}") from err
-    aux = dict(zip(STAT_NAMES, jax.lax.stop_gradient(stats)))
-    return loss, {**aux, "cost_max": jax.lax.stop_gradient(cost_max)}
   try:
-    if variant == "balanced":
-      result = ot_lib.solve_balanced(cost, eps, **solver_options)
-    elif variant == "unbalanced":
-      if not 0.0 < tau <= 1.0:
-        raise ValueError(f"mltm_loss: variant 'unbalanced' needs tau in (0, 1], got {tau}")
-      result = ot_lib.solve_balanced(cost, eps, tau_a=tau, tau_b=tau, **solver_options)
+    if envelope:
+      loss, stats = envelope_loss(cost, eps, tuple(sorted(solver_options.items())))
     else:
-      result = ot_lib.solve_partial(cost, eps, mass, **solver_options)
+      loss, _, stats = _diagonal_loss(_solve(cost, eps, variant, mass, tau, solver_options))
   except TypeError as err:
     raise TypeError(f"mltm_loss: bad solver option for variant {variant!r}: {err}") from err
-  log_diag = jnp.diagonal(result.log_plan)
-  plan_mass = jnp.sum(jnp.exp(result.log_plan))
-  loss = -jnp.mean(log_diag)
   if variant == "unbalanced":
-    loss = loss + plan_mass - 1.0
-  stats = (result.iterations, result.converged, result.error, jnp.exp(log_diag).sum(), plan_mass)
+    loss = loss + stats[STAT_NAMES.index("plan_mass")] - 1.0
   aux = dict(zip(STAT_NAMES, jax.lax.stop_gradient(stats)))
   return loss, {**aux, "cost_max": jax.lax.stop_gradient(cost_max)}
+
+
+def _solve(cost, eps, variant: str, mass: float, tau: float, options) -> ot_lib.OTResult:
+  """The plan of ``variant`` (mltm_loss's arguments; ``options``: the solver's)."""
+  if variant == "balanced":
+    return ot_lib.solve_balanced(cost, eps, **options)
+  if variant == "unbalanced":
+    if not 0.0 < tau <= 1.0:
+      raise ValueError(f"mltm_loss: variant 'unbalanced' needs tau in (0, 1], got {tau}")
+    return ot_lib.solve_balanced(cost, eps, tau_a=tau, tau_b=tau, **options)
+  return ot_lib.solve_partial(cost, eps, mass, **options)
 
 
 # The solver's diagnostics, in the order envelope_loss returns them (mltm_loss's aux).
 STAT_NAMES = ("ot_iterations", "ot_converged", "ot_error", "diag_mass", "plan_mass")
 
 
-def _envelope_forward(cost, eps, options):
-  result = ot_lib.solve_balanced(cost, eps, **dict(options))
+def _diagonal_loss(result: ot_lib.OTResult):
+  """``(-(1/B) sum_i log P_ii, P [B, B], the STAT_NAMES scalars)`` of a solve."""
   plan = jnp.exp(result.log_plan)
   loss = -jnp.mean(jnp.diagonal(result.log_plan))
   stats = (result.iterations, result.converged, result.error, jnp.trace(plan), jnp.sum(plan))
+  return loss, plan, stats
+
+
+def _envelope_forward(cost, eps, options):
+  loss, plan, stats = _diagonal_loss(ot_lib.solve_balanced(cost, eps, **dict(options)))
   return (loss, stats), plan
 
 
