@@ -13,7 +13,13 @@ import ot
 import pytest
 
 from mltm_jax.evaluation import distance_filter
-from mltm_jax.evaluation.distance_ranks import distance_metrics, distance_ranks
+from mltm_jax.evaluation import distance_ranks as distance_ranks_module
+from mltm_jax.evaluation.distance_ranks import (
+  _refine_by_differences,
+  _refine_by_rows,
+  distance_metrics,
+  distance_ranks,
+)
 from mltm_jax.evaluation.plan_ranking import (
   score_matrix,
   sinkhorn_log_plan,
@@ -381,10 +387,16 @@ def _at_distance(rng, center, q, m, rel):
 
 
 @pytest.mark.parametrize("max_elements", [distance_filter.MAX_MATRIX_ELEMENTS, 400])
-def test_distance_ranks_near_ties_are_refined_in_float64(max_elements):
+@pytest.mark.parametrize("path", ["chosen", "differences", "rows"])
+def test_distance_ranks_near_ties_are_refined_in_float64(max_elements, path, monkeypatch):
   """Distractors 1e-9 (relative) nearer or farther than the truth, and exact duplicates:
   float32 cannot order them, float64 can; the ranks must be the float64 ones (also when
-  the 30 x 150 matrix is processed in tiles of 13 columns and of 2 rows)."""
+  the 30 x 150 matrix is processed in tiles of 13 columns and of 2 rows), whichever way
+  the comparisons are refined (one product row per comparison or per distinct vector)."""
+  if path == "differences":
+    monkeypatch.setattr(distance_ranks_module, "_refine_by_rows", _refine_by_differences)
+  elif path == "rows":
+    monkeypatch.setattr(distance_ranks_module, "_refine_by_differences", _refine_by_rows)
   rng = np.random.default_rng(9)
   n, d = 30, 32
   audio, text, c2c, m = _random_split(rng, n, d, noise=0.7)

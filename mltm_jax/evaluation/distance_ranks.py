@@ -13,11 +13,13 @@ per item, D per pair). Here:
    B_query``), surely farther (``d2 > d2_target + ...``) or uncertain. A matrix beyond
    ``max_matrix_elements`` entries is never held whole: T2A runs over tiles of caption
    columns [N, W], A2T over tiles of clip rows [R, Nc] (each entry computed twice).
-2. **float64 refinement** of the uncertain comparisons only: T2A compares
-   ``alpha - 2 G`` (beta cancels; D^2 per clip for ``a M``), A2T compares
-   ``beta - 2 G`` (alpha cancels; D^2 per caption for ``M t``), from the inputs as
-   given. Identical vectors share one computation, so exact duplicates tie exactly
-   (pessimistic rule).
+2. **float64 refinement** of the uncertain comparisons only, from the inputs as given, by
+   whichever of two forms needs fewer rows multiplied by M (D^2 work each): one row per
+   comparison, the difference of the two squared distances (T2A, clips i and g for
+   caption j: ``(a_i - a_g)^T M (a_i + a_g - 2 t_j)``; A2T alike with captions), or one row
+   per distinct vector (T2A compares ``alpha - 2 G``, beta cancels; A2T ``beta - 2 G``,
+   alpha cancels), which is fewer when many comparisons share vectors. Either way exact
+   duplicates tie exactly (pessimistic rule).
 3. When refining would cost more than ``max_refine_fraction`` of the whole float64
    matrix (a collapsed model: everything ties), the float64 matrix is computed instead
    (``fallback``).
@@ -192,6 +194,48 @@ def _sample_index(size: int, count: int) -> np.ndarray:
   return np.unique(np.linspace(0, size - 1, min(count, size)).round().astype(np.int64))
 
 
+def _refine_by_differences(a64, t64, sym, ti, tj, tg, aq, at, aj):
+  """The uncertain comparisons in float64, one product row each: bool [K_t], [K_a].
+
+  T2A: clip ti is ahead of caption tj's clip tg when d2(ti, tj) - d2(tg, tj) =
+  (a_ti - a_tg)^T S (a_ti + a_tg - 2 t_tj) <= 0. A2T: caption aj is ahead of clip aq's
+  caption at when (t_aj - t_at)^T S (t_aj + t_at - 2 a_aq) <= 0. Identical vectors give a
+  zero difference exactly: a tie, counted (pessimistic).
+  """
+  a_i, a_g, t_j = a64(ti), a64(tg), t64(tj)
+  c_j, c_t, a_q = t64(aj), t64(at), a64(aq)
+  u = np.concatenate([a_i - a_g, c_j - c_t])
+  w = np.concatenate([a_i + a_g - 2.0 * t_j, c_j + c_t - 2.0 * a_q])
+  ahead = np.einsum("kd,kd->k", _times_m(u, sym), w) <= 0.0
+  return ahead[: ti.size], ahead[ti.size :]
+
+
+def _refine_by_rows(a64, t64, sym, ti, tj, tg, aq, at, aj):
+  """The uncertain comparisons in float64, one product row per distinct vector (fewer rows
+  than comparisons when they share vectors): bool [K_t], [K_a].
+
+  T2A compares alpha_i - 2 a_i S t_j (beta cancels), A2T beta_j - 2 a_i S t_j (alpha
+  cancels); identical vectors share one computation, so exact duplicates tie exactly.
+  """
+  t_clips, a_caps = np.concatenate([ti, tg]), np.concatenate([aj, at])
+  clips_t, caps_a = _DistinctRows(a64, t_clips), _DistinctRows(t64, a_caps)
+  p, qm = np.split(_times_m(np.concatenate([clips_t.rows, caps_a.rows]), sym), [len(clips_t.rows)])
+  t2a_ahead, a2t_ahead = np.zeros(ti.size, bool), np.zeros(aq.size, bool)
+  if ti.size:  # alpha_i - 2 a_i S t_j <= alpha_g - 2 a_g S t_j ?
+    caps_u = _DistinctRows(t64, tj)
+    alpha = np.einsum("kd,kd->k", p, clips_t.rows)
+    ci, cj = clips_t.ids(t_clips), caps_u.ids(np.concatenate([tj, tj]))
+    score = alpha[ci] - 2.0 * _pair_dots(p, ci, caps_u.rows, cj)
+    t2a_ahead = score[: ti.size] <= score[ti.size :]
+  if aq.size:  # beta_j - 2 a_i S t_j <= beta_r - 2 a_i S t_r ?
+    clips_u = _DistinctRows(a64, aq)
+    beta = np.einsum("kd,kd->k", qm, caps_a.rows)
+    cj, ci = caps_a.ids(a_caps), clips_u.ids(np.concatenate([aq, aq]))
+    score = beta[cj] - 2.0 * _pair_dots(qm, cj, clips_u.rows, ci)
+    a2t_ahead = score[: aq.size] <= score[aq.size :]
+  return t2a_ahead, a2t_ahead
+
+
 def distance_ranks(
   audio,
   text,
@@ -344,28 +388,17 @@ def distance_ranks(
   ti, tj = (np.concatenate(x) for x in zip(*found_t)) if found_t else (empty, empty)
   aq, ak, aj = (np.concatenate(x) for x in zip(*found_a)) if found_a else (empty,) * 3
   at = table[aq, ak]
+  comparisons = ti.size + aq.size
   t_clips, a_caps = np.concatenate([ti, c2c[tj]]), np.concatenate([aj, at])
-  refine_cost = d * d * (np.unique(t_clips).size + np.unique(a_caps).size)
-  refine_cost += 2 * d * (ti.size + aq.size)
-  if refine_cost > max_refine_fraction * full_cost:
+  distinct = np.unique(t_clips).size + np.unique(a_caps).size
+  if d * d * min(comparisons, distinct) + 2 * d * comparisons > max_refine_fraction * full_cost:
     return fallback(np.asarray(sym), kappa)
-
-  # The float64 rows times M: clips of the T2A comparisons, captions of the A2T ones (one
-  # product for both).
-  clips_t, caps_a = _DistinctRows(a64, t_clips), _DistinctRows(t64, a_caps)
-  p, qm = np.split(_times_m(np.concatenate([clips_t.rows, caps_a.rows]), sym), [len(clips_t.rows)])
-  if ti.size:  # alpha_i - 2 a_i M t_j <= alpha_g - 2 a_g M t_j ?
-    caps_u = _DistinctRows(t64, tj)
-    alpha = np.einsum("kd,kd->k", p, clips_t.rows)
-    ci, cj = clips_t.ids(t_clips), caps_u.ids(np.concatenate([tj, tj]))
-    score = alpha[ci] - 2.0 * _pair_dots(p, ci, caps_u.rows, cj)
-    np.add.at(t2a, tj, (score[: ti.size] <= score[ti.size :]).astype(np.int64))
-  if aq.size:  # beta_j - 2 a_i M t_j <= beta_r - 2 a_i M t_r ?
-    clips_u = _DistinctRows(a64, aq)
-    beta = np.einsum("kd,kd->k", qm, caps_a.rows)
-    cj, ci = caps_a.ids(a_caps), clips_u.ids(np.concatenate([aq, aq]))
-    score = beta[cj] - 2.0 * _pair_dots(qm, cj, clips_u.rows, ci)
-    np.add.at(a2t_count, (aq, ak), (score[: aq.size] <= score[aq.size :]).astype(np.int64))
+  if comparisons <= distinct:  # one product row per comparison
+    t2a_ahead, a2t_ahead = _refine_by_differences(a64, t64, sym, ti, tj, c2c[tj], aq, at, aj)
+  else:  # one product row per distinct vector
+    t2a_ahead, a2t_ahead = _refine_by_rows(a64, t64, sym, ti, tj, c2c[tj], aq, at, aj)
+  np.add.at(t2a, tj, t2a_ahead.astype(np.int64))
+  np.add.at(a2t_count, (aq, ak), a2t_ahead.astype(np.int64))
   # Sorted counts + h are the ranks of a clip's captions, best first (padding last).
   a2t_count = np.sort(np.where(valid, a2t_count, np.iinfo(np.int64).max // 2), axis=1)
   h = np.arange(1, table.shape[1] + 1)[None, :]
