@@ -5,6 +5,7 @@ import json
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -432,3 +433,7 @@ def test_resolved_counts_differences_welch_t_resolves():
   assert resolved([([9.0], base)]) == "0/1"
   assert resolved([(plus(3.0), base), (plus(10.0), base), (plus(2.0), base)]) == "2/3"
   assert resolved([]) == "—"
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")  # no scipy warning escapes for samples without spread
+    assert resolved([([5.0] * 3, [1.0] * 3)]) == "0/1"  # no spread on either side: never
+    assert resolved([([10.0] * 3, base)]) == "1/1"  # t = 15.6, Welch df = 2: p = 0.004

@@ -197,13 +197,17 @@ def test_regime_stage_and_its_report_section(tmp_path):
       _write_run(tmp_path, c.name, first, 200.0 if i == 1 else 100.0, 300, _final(40.0, 30.0))
   for c, r1 in zip(stage4.cells, (50.0, 45.0, 47.0, 52.0)):
     for seed in grid.seeds:
-      _write_run(tmp_path, c.name, seed, 150.0, 250, _final(r1, r1 - 10))
+      step = 300 if (c.name, seed) == (stage4.cells[0].name, first) else 250  # one peaks last
+      _write_run(tmp_path, c.name, seed, 150.0, step, _final(r1, r1 - 10))
   text = write_tuning_report(grid, tmp_path, "cmd", "abc", "today").read_text()
   section = text[text.index("## 6.") :]
+  assert "Best validation step before the last step in 11 of 12 finished runs." in section
   assert "| m-LTM, Mahalanobis full | 52.0 ± 0.0 |" in section
+  assert (tmp_path / "regime_test_vs_heldout.png").stat().st_size > 10_000
   row = next(
     l
     for l in section.splitlines()
     if l.startswith("| m-LTM, Mahalanobis full vs InfoNCE | heldout")
   )
   assert row.endswith("| holds |") and "42.0 vs 40.0 (+2.0)" in row
+  assert "| 12/12 |" in row  # paired: every seed, direction and ranking has the claimed sign

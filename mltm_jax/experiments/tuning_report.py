@@ -2,8 +2,8 @@
 
 Reads only what the runs left on disk (cells/*/final_metrics.json, best.json, cell.json):
 every configuration with its validation score, the selected configuration of each method on
-the test and held-out splits (mean +- std over seeds), the claims under this protocol, and
-the noisy-pairs comparison.
+the test and held-out splits (mean +- std over seeds), the claims under this protocol, the
+noisy-pairs comparison and the paper's regime.
 """
 
 from __future__ import annotations
@@ -99,15 +99,30 @@ def selected_table(grid, res: Results, picked: dict[str, str], method: str, n: i
   return _table(header, rows)
 
 
-def regime_section(grid: TuningGrid, views: dict[str, Results], picked, fails) -> list[str]:
+def regime_cells(picked: dict[str, str]) -> dict[str, str]:
+  """{method key: cell name} of the paper's regime (stage 4) for the selected methods."""
+  return {k: f"{picked[k]}__regime" for k in REGIME_METHODS if k in picked}
+
+
+def regime_section(
+  grid: TuningGrid, out: Path, views: dict[str, Results], picked, fails
+) -> list[str]:
   """The paper's regime (stage 4): the selected configurations with the text encoder
-  fine-tuned; tables per split and the claims among these methods."""
-  regime = {k: f"{picked[k]}__regime" for k in REGIME_METHODS if k in picked}
+  fine-tuned; tables per split, the claims among these methods and their plot."""
+  regime = regime_cells(picked)
   settings = ", ".join(f"{k}={v}" for k, v in REGIME[grid.scale].items())
+  steps = int(REGIME[grid.scale].get("num_steps", grid.base["num_steps"]))
+  early, done = 0, 0
+  for c in regime.values():
+    for seed in grid.seeds:
+      v = validation_of(out / "cells" / f"{c}__seed{seed}")
+      done += v is not None
+      early += v is not None and v["step"] < steps
   lines = [
     f"Text encoder fine-tuned ({settings}); the audio tower is still trained from scratch "
     "(no AudioSet-pretrained PANNs here, unlike the paper), so this is the paper's regime for "
-    "the text side only. Configurations: each method's selection above.",
+    "the text side only. Configurations: each method's selection above. Best validation step "
+    f"before the last step in {early} of {done} finished runs.",
     "",
   ]
   n = len(grid.seeds)
@@ -126,9 +141,11 @@ def regime_section(grid: TuningGrid, views: dict[str, Results], picked, fails) -
       texts, nums = _r1_diffs(res, regime[a], regime[b])
       bad = [c for c in (regime[a], regime[b]) if c in fails[split]]
       verdict = "invalid: failed run(s) " + ", ".join(bad) if bad else _verdict(nums)
+      paired = _agreeing(paired_r1_diffs(res, regime[a], regime[b]))
       sig = resolved(r1_samples(res, regime[a], regime[b]))
-      rows.append([f"{grid.label(a)} vs {grid.label(b)}", split, *texts, sig, verdict])
-  return lines + _table(header + ["resolved", "verdict"], rows)
+      rows.append([f"{grid.label(a)} vs {grid.label(b)}", split, *texts, paired, sig, verdict])
+  lines += _table(header + ["paired", "resolved", "verdict"], rows)
+  return lines + ["", "![paper regime: test vs held-out](regime_test_vs_heldout.png)"]
 
 
 def claims_rows(grid, views: dict[str, Results], picked: dict[str, str], fails) -> list[str]:
@@ -224,7 +241,8 @@ def plot_test_vs_heldout(path: Path, grid, views: dict[str, Results], picked, ti
 
 
 def write_tuning_report(grid: TuningGrid, out: Path, command: str, commit: str, date: str) -> Path:
-  """Writes DIR/REPORT.md, DIR/test_vs_heldout.png and DIR/r1_vs_noise.png."""
+  """Writes DIR/REPORT.md, DIR/test_vs_heldout.png, DIR/regime_test_vs_heldout.png and
+  DIR/r1_vs_noise.png."""
   out = Path(out)
   res = Results.load(out)
   views = {"test": res, "heldout": heldout_view(res)}
@@ -286,10 +304,18 @@ def write_tuning_report(grid: TuningGrid, out: Path, command: str, commit: str, 
   noise_lines, noise_cells = noise_rows(grid, res, picked, fails["test"])
   lines += noise_lines + ["", "![R@1 vs noise](r1_vs_noise.png)", ""]
   lines += ["## 6. The paper's regime: the text encoder fine-tuned", ""]
-  lines += regime_section(grid, views, picked, fails) + [""]
+  lines += regime_section(grid, out, views, picked, fails) + [""]
   seeds_text = f"seeds {', '.join(map(str, grid.seeds))}"
   plot_test_vs_heldout(
     out / "test_vs_heldout.png", grid, views, picked, f"Selected configurations ({seeds_text})"
+  )
+  regime_steps = REGIME[grid.scale].get("num_steps", grid.base["num_steps"])
+  plot_test_vs_heldout(
+    out / "regime_test_vs_heldout.png",
+    grid,
+    views,
+    regime_cells(picked),
+    f"Paper regime: MiniLM fine-tuned, {regime_steps} steps ({seeds_text})",
   )
   if noise_cells:
     ps = [p for p, _ in noise_cells[0][1]]
