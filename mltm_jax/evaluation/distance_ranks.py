@@ -197,6 +197,7 @@ def _sample_index(size: int, count: int) -> np.ndarray:
 def _refine_by_differences(a64, t64, sym, ti, tj, tg, aq, at, aj):
   """The uncertain comparisons in float64, one product row each: bool [K_t], [K_a].
 
+  S = sym (the symmetric part of M, float64 on the device); a64 / t64: index -> float64 rows.
   T2A: clip ti is ahead of caption tj's clip tg when d2(ti, tj) - d2(tg, tj) =
   (a_ti - a_tg)^T S (a_ti + a_tg - 2 t_tj) <= 0. A2T: caption aj is ahead of clip aq's
   caption at when (t_aj - t_at)^T S (t_aj + t_at - 2 a_aq) <= 0. Identical vectors give a
