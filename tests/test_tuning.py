@@ -199,8 +199,23 @@ def test_regime_stage_and_its_report_section(tmp_path):
     for seed in grid.seeds:
       step = 300 if (c.name, seed) == (stage4.cells[0].name, first) else 250  # one peaks last
       _write_run(tmp_path, c.name, seed, 150.0, step, _final(r1, r1 - 10))
+
+  def log_val(cell: str, seed: int, score: float) -> None:  # the score logged at step 300
+    rows = [
+      {"step": 300, "kind": "train", "loss": 1.0},
+      {"step": 250, "kind": "val", "score": score - 50},
+      {"step": 300, "kind": "val", "score": score},
+    ]
+    path = tmp_path / "cells" / f"{cell}__seed{seed}" / "metrics.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+
+  log_val("mltm_full__t1", first, 210.0)  # frozen text
+  log_val("mltm_full__t1__regime", 1997, 230.0)
+  log_val("mltm_full__t1__regime", 1998, 240.0)
   text = write_tuning_report(grid, tmp_path, "cmd", "abc", "today").read_text()
   section = text[text.index("## 6.") :]
+  assert "| m-LTM, Mahalanobis full | 210.0 (n=1) | 235.0 ± 7.1 (n=2) |" in section
+  assert "| InfoNCE | — | — |" in section
   assert "Best validation step before the last step in 11 of 12 finished runs." in section
   assert "| m-LTM, Mahalanobis full | 52.0 ± 0.0 |" in section
   assert (tmp_path / "regime_test_vs_heldout.png").stat().st_size > 10_000

@@ -205,6 +205,18 @@ def validation_of(run_dir: Path) -> dict | None:
   return {"score": float(b["score"]), "step": int(b["step"])}
 
 
+def validation_score_at(run_dir: Path, step: int) -> float | None:
+  """The validation score a run logged at ``step`` (metrics.jsonl; None if it did not)."""
+  path = run_dir / "metrics.jsonl"
+  if not path.is_file():
+    return None
+  for line in path.read_text().splitlines():
+    row = json.loads(line) if line.strip() else {}
+    if row.get("kind") == "val" and row.get("step") == step and "score" in row:
+      return float(row["score"])
+  return None
+
+
 def select_configs(grid: TuningGrid, out: Path) -> dict[str, str]:
   """Per method whose stage-1 runs have all finished, the cell with the best validation score
   (ties: the first configuration). Methods with an unfinished configuration are left out."""

@@ -34,6 +34,7 @@ from mltm_jax.experiments.tuning import (
   TuningGrid,
   select_configs,
   validation_of,
+  validation_score_at,
 )
 from mltm_jax.experiments.verdicts import _agreeing, _verdict, resolved
 
@@ -104,6 +105,29 @@ def regime_cells(picked: dict[str, str]) -> dict[str, str]:
   return {k: f"{picked[k]}__regime" for k in REGIME_METHODS if k in picked}
 
 
+def _same_step_lines(grid, out: Path, picked, regime: dict[str, str], step: int) -> list[str]:
+  """Validation score at the regime's last step: the frozen-text run of the same
+  configuration (its longer schedule read at that step) beside the fine-tuned one."""
+  rows = []
+  for key, cell in regime.items():
+    texts = []
+    for c in (picked[key], cell):
+      v = [validation_score_at(out / "cells" / f"{c}__seed{s}", step) for s in grid.seeds]
+      v = [x for x in v if x is not None]
+      sd = f" ± {np.std(v, ddof=1):.1f}" if len(v) > 1 else ""
+      texts.append(f"{np.mean(v):.1f}{sd} (n={len(v)})" if v else "—")
+    rows.append([grid.label(key), *texts])
+  decay = grid.base.get("lr_decay_steps")
+  return [
+    f"Validation score (R@1 + R@5 + R@10, both directions) at step {step}, the regime's last: "
+    f"the frozen-text runs above (learning rate still undecayed there: x0.1 at step {decay}) "
+    "against the fine-tuned ones. The test tables below compare methods within the regime; "
+    "against the frozen tables above, the regime has half the steps.",
+    "",
+    *_table(["method", f"frozen text, step {step}", f"fine-tuned, step {step}"], rows),
+  ]
+
+
 def regime_section(
   grid: TuningGrid, out: Path, views: dict[str, Results], picked, fails
 ) -> list[str]:
@@ -126,6 +150,7 @@ def regime_section(
     "",
   ]
   n = len(grid.seeds)
+  lines += _same_step_lines(grid, out, picked, regime, steps) + [""]
   for split, res in views.items():
     header = ["method", *(f"{d.upper()} {k}" for d in DIRECTIONS for k in KEYS)]
     rows = [
