@@ -194,6 +194,16 @@ def _sample_index(size: int, count: int) -> np.ndarray:
   return np.unique(np.linspace(0, size - 1, min(count, size)).round().astype(np.int64))
 
 
+def _first_ahead(prod, rows, ids, others, other_ids) -> np.ndarray:
+  """bool [K]: score of the k-th comparison's first side <= its second's, the 2K ids listing
+  the first sides, then the second ones. score = x^T S x - 2 (x S) . y for x = rows[ids]
+  (prod = rows S, float64 [U, D]) and y = others[other_ids]."""
+  quad = np.einsum("kd,kd->k", prod, rows)
+  score = quad[ids] - 2.0 * _pair_dots(prod, ids, others, other_ids)
+  half = score.size // 2
+  return score[:half] <= score[half:]
+
+
 def _refine_by_differences(a64, t64, sym, ti, tj, tg, aq, at, aj):
   """The uncertain comparisons in float64, one product row each: bool [K_t], [K_a].
 
@@ -224,16 +234,12 @@ def _refine_by_rows(a64, t64, sym, ti, tj, tg, aq, at, aj):
   t2a_ahead, a2t_ahead = np.zeros(ti.size, bool), np.zeros(aq.size, bool)
   if ti.size:  # alpha_i - 2 a_i S t_j <= alpha_g - 2 a_g S t_j ?
     caps_u = _DistinctRows(t64, tj)
-    alpha = np.einsum("kd,kd->k", p, clips_t.rows)
-    ci, cj = clips_t.ids(t_clips), caps_u.ids(np.concatenate([tj, tj]))
-    score = alpha[ci] - 2.0 * _pair_dots(p, ci, caps_u.rows, cj)
-    t2a_ahead = score[: ti.size] <= score[ti.size :]
+    cj = caps_u.ids(np.concatenate([tj, tj]))
+    t2a_ahead = _first_ahead(p, clips_t.rows, clips_t.ids(t_clips), caps_u.rows, cj)
   if aq.size:  # beta_j - 2 a_i S t_j <= beta_r - 2 a_i S t_r ?
     clips_u = _DistinctRows(a64, aq)
-    beta = np.einsum("kd,kd->k", qm, caps_a.rows)
-    cj, ci = caps_a.ids(a_caps), clips_u.ids(np.concatenate([aq, aq]))
-    score = beta[cj] - 2.0 * _pair_dots(qm, cj, clips_u.rows, ci)
-    a2t_ahead = score[: aq.size] <= score[aq.size :]
+    ci = clips_u.ids(np.concatenate([aq, aq]))
+    a2t_ahead = _first_ahead(qm, caps_a.rows, caps_a.ids(a_caps), clips_u.rows, ci)
   return t2a_ahead, a2t_ahead
 
 

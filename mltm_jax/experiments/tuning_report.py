@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mltm_jax.experiments.claims import LOSS_VARIANTS
+from mltm_jax.experiments.claims import LOSS_VARIANTS, Cell
 from mltm_jax.experiments.plots import _pyplot, plot_r1_lines
 from mltm_jax.experiments.report import (
   DIRECTIONS,
@@ -105,6 +105,11 @@ def regime_cells(picked: dict[str, str]) -> dict[str, str]:
   return {k: f"{picked[k]}__regime" for k in REGIME_METHODS if k in picked}
 
 
+def _run_dir(out: Path, cell: str, seed: int) -> Path:
+  """The run directory of ``cell`` (a name) at ``seed``."""
+  return out / "cells" / Cell(cell, ()).run_name(seed)
+
+
 def _same_step_lines(grid, out: Path, picked, regime: dict[str, str], step: int) -> list[str]:
   """Validation score at the regime's last step: the frozen-text run of the same
   configuration (its longer schedule read at that step) beside the fine-tuned one."""
@@ -112,7 +117,7 @@ def _same_step_lines(grid, out: Path, picked, regime: dict[str, str], step: int)
   for key, cell in regime.items():
     texts = []
     for c in (picked[key], cell):
-      v = [validation_score_at(out / "cells" / f"{c}__seed{s}", step) for s in grid.seeds]
+      v = [validation_score_at(_run_dir(out, c, s), step) for s in grid.seeds]
       v = [x for x in v if x is not None]
       sd = f" ± {np.std(v, ddof=1):.1f}" if len(v) > 1 else ""
       texts.append(f"{np.mean(v):.1f}{sd} (n={len(v)})" if v else "—")
@@ -139,7 +144,7 @@ def regime_section(
   early, done = 0, 0
   for c in regime.values():
     for seed in grid.seeds:
-      v = validation_of(out / "cells" / f"{c}__seed{seed}")
+      v = validation_of(_run_dir(out, c, seed))
       done += v is not None
       early += v is not None and v["step"] < steps
   lines = [
