@@ -206,10 +206,10 @@ class Config:
   )
   learning_rate: float = _f(1e-3, "Adam learning rate.")
   metric_learning_rate: float = _f(
-    5e-5,
+    0.0,
     "Adam learning rate of the metric M alone (own Adam, same warm-up and decay shape); 0 = "
-    "--learning_rate for everything (the official single rate). Default: the rate the tuning "
-    "protocol selected for full and diagonal M (WORKSPACE.md).",
+    "--learning_rate for everything (the official single rate). Default 0: the tuning "
+    "protocol's full and diagonal M selections did not agree on a rate (WORKSPACE.md).",
   )
   text_learning_rate: float = _f(
     0.0,

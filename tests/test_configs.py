@@ -222,10 +222,14 @@ def test_runs_saved_before_the_metric_rate_keep_their_single_rate_optimizer(tmp_
   del saved["metric_learning_rate"]  # a config.json written before the flag existed
   (tmp_path / "config.json").write_text(json.dumps(saved))
   old = Config.from_json(tmp_path / "config.json")
-  assert old.metric_learning_rate == 0.0 and Config().metric_learning_rate == 5e-5
+  assert old.metric_learning_rate == 0.0
+  own = dict(saved, metric_learning_rate=5e-5)  # one written with the metric's own rate
+  (tmp_path / "config.json").write_text(json.dumps(own))
+  assert Config.from_json(tmp_path / "config.json").metric_learning_rate == 5e-5
   params = {"metric": {"diag": jnp.ones(4)}, "audio": {"w": jnp.ones(3)}}
   single = jax.tree.structure(make_optimizer(Config(metric_learning_rate=0.0)).init(params))
   assert jax.tree.structure(make_optimizer(old).init(params)) == single
-  assert jax.tree.structure(make_optimizer(Config()).init(params)) != single
+  two = jax.tree.structure(make_optimizer(Config(metric_learning_rate=5e-5)).init(params))
+  assert two != single
   # the runner sees the same: an old cell keeps its key under a grid that pins 0
   assert old == Config(metric="diagonal", metric_learning_rate=0.0)

@@ -165,8 +165,8 @@ def scale_base(scale: str, data_dir: str | None = None) -> dict[str, Any]:
   base.pop("workdir", None)
   base["data_dir"] = data_dir or DATA_DIRS[scale]
   base.setdefault("seed", FIRST_SEED)
-  # The committed grids ran with one Adam rate for everything (the default before the tuning
-  # suite chose one for M); explicit here so their cells keep their keys and reproduce.
+  # The committed grids ran with one Adam rate for everything (the default but for 2026-12-06
+  # to 12-07); explicit here so their cells keep their keys whatever the default says.
   base.setdefault("metric_learning_rate", 0.0)
   # Likewise they differentiated through the Sinkhorn iterations (before --ot_differentiation).
   base.setdefault("ot_differentiation", "unroll")
