@@ -25,7 +25,7 @@ FINAL = "final_metrics.json"
 EMBEDDINGS = "embeddings.npz"
 CELL_INFO = "cell.json"
 TEXT_CACHE = "text_cache"
-# Kept out of git when DIR is committed (results/claims): only metrics, configs, embeddings.
+# Kept out of git when DIR is committed (results/claims*): only metrics, configs, embeddings.
 GITIGNORE = "text_cache/\nxla_cache/\ncells/*/checkpoints/\ncells/*/cache\ncells/*/tensorboard/\n"
 
 
