@@ -66,6 +66,11 @@ LEARN_SIZES = {"development": 960, "validation": 32, "evaluation": 320, "heldout
 
 
 def learn_config(root: Path, workdir: Path, **kw) -> Config:
+  # M at its own Adam rate 5e-5 (the official rate for M), not the towers' 3e-3 of the
+  # default --metric_learning_rate=0: at 3e-3 M drifts in 300 steps and the held-out A2T
+  # margin over chance shrinks to log10 p <= -6.5 (this machine, 2026-12-07), too close to the
+  # bound below to hold on every machine.
+  kw.setdefault("metric_learning_rate", 5e-5)
   sizes = ",".join(str(n) for n in LEARN_SIZES.values())
   return tiny_config(root, workdir, synthcaps_sizes=sizes, **kw)
 
@@ -204,9 +209,9 @@ def test_tiny_run_beats_chance(full_run):
       f"{metrics['a2t']['meanR']:.2f} (chance {(nc + 1) / (k + 1):.1f}, log10 p <= {p_a2t:.1f})"
     )
     # One in a million under chance in each direction, on each split (this machine,
-    # 2026-12-06; 320 clips and 1600 captions each): test T2A meanR 58.5, log10 p <= -99;
-    # A2T 145.6, <= -26.8. Held-out (source pairs and wording never seen in training): T2A
-    # 85.0, <= -50; A2T 180.8, <= -12.2.
+    # 2026-12-07; 320 clips and 1600 captions each): test T2A meanR 56.2, log10 p <= -104.5;
+    # A2T 135.9, <= -32.2. Held-out (source pairs and wording never seen in training): T2A
+    # 81.8, <= -54.7; A2T 180.1, <= -12.4.
     bound = -6
     assert p_t2a <= bound, (split, metrics)
     assert p_a2t <= bound, (split, metrics)
