@@ -101,6 +101,11 @@ DATA_DIRS = {
 }
 
 
+def run_name(cell: str, seed: int) -> str:
+  """The run directory's name (under DIR/cells) of the cell named ``cell`` at ``seed``."""
+  return f"{cell}__seed{seed}"
+
+
 @dataclasses.dataclass(frozen=True)
 class Cell:
   """One run of the grid per seed; its directory is DIR/cells/<name>__seed<seed>/."""
@@ -110,7 +115,7 @@ class Cell:
   save_embeddings: bool = False
 
   def run_name(self, seed: int) -> str:
-    return f"{self.name}__seed{seed}"
+    return run_name(self.name, seed)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mltm_jax.experiments.claims import Grid
+from mltm_jax.experiments.claims import Grid, run_name
 from mltm_jax.experiments.verdicts import _agreeing, _verdict, chance_r10
 from mltm_jax.experiments.plots import plot_embeddings, plot_gap, plot_r1_lines
 from mltm_jax.experiments.runner import CELL_INFO, EMBEDDINGS, FINAL
@@ -453,7 +453,7 @@ def write_report(grid: Grid, out: Path, command: str, commit: str, date: str) ->
   first = seeds[0] if seeds else None
   panels = []
   for label, cell in grid.embeddings:
-    npz = out / "cells" / f"{cell}__seed{first}" / EMBEDDINGS if first is not None else None
+    npz = out / "cells" / run_name(cell, first) / EMBEDDINGS if first is not None else None
     gap = res.finals.get(cell, {}).get(first, {}).get("modality_gap")
     panels.append((label, npz if npz is not None and npz.is_file() else None, gap))
   lines += [

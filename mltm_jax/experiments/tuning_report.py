@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mltm_jax.experiments.claims import LOSS_VARIANTS, Cell
+from mltm_jax.experiments.claims import LOSS_VARIANTS, run_name
 from mltm_jax.experiments.plots import _pyplot, plot_r1_lines
 from mltm_jax.experiments.report import (
   DIRECTIONS,
@@ -107,7 +107,7 @@ def regime_cells(picked: dict[str, str]) -> dict[str, str]:
 
 def _run_dir(out: Path, cell: str, seed: int) -> Path:
   """The run directory of ``cell`` (a name) at ``seed``."""
-  return out / "cells" / Cell(cell, ()).run_name(seed)
+  return out / "cells" / run_name(cell, seed)
 
 
 def _same_step_lines(grid, out: Path, picked, regime: dict[str, str], step: int) -> list[str]:
